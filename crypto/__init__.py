@@ -1,0 +1,1 @@
+"""Cryptographic primitives of QENEX Ledger: SHA3-256, scheme-tagged signatures, addresses, keystore."""

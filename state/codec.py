@@ -1,0 +1,238 @@
+"""The canonical msgpack profile: the one encoding that is hashed, signed and sent.
+
+Profile (DESIGN.md "Encoding"):
+
+* values: ``None``, ``bool``, integers, ``bytes``, UTF-8 ``str``, arrays (Python tuples); no floats,
+  no maps, no other msgpack extension types;
+* integers in [-2**63, 2**64) use msgpack's shortest integer form; integers outside it use
+  extension type 1 (non-negative) or 2 (negative) holding the magnitude big-endian without leading
+  zero bytes, at most 64 bytes (so up to 2**512 - 1): arbitrary precision, losslessly;
+* structs (frozen dataclasses deriving from ``Struct``) are arrays of their fields in declaration
+  order;
+* every encoding is msgpack's shortest form, so a value has exactly one encoding and
+  ``encode(decode(b)) == b`` holds for every accepted ``b``: decoders re-encode and compare.
+
+Decoders take a size limit checked before anything is allocated, and raise only ``DecodeError``.
+This module imports nothing of the node: every package may use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
+
+import msgpack
+
+from crypto.hashing import Hash32
+from crypto.keys import Address
+from state.exceptions import DecodeError
+
+EXT_BIGINT_POS = 1
+EXT_BIGINT_NEG = 2
+MAX_BIGINT_BYTES = 64
+DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+
+Value = Any
+"""Any value of the profile (None, bool, int, bytes, str, tuple of Values)."""
+
+FIXED_LENGTHS: dict[object, int] = {Hash32: 32, Address: 20}
+"""NewTypes over ``bytes`` whose encoded length is fixed, checked on decode."""
+
+
+def _to_wire(value: Value) -> Any:
+    """Map a value to what msgpack packs: big integers to ext types, structs to lists."""
+    t = type(value)
+    if t is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return value
+        magnitude = -value if value < 0 else value
+        raw = magnitude.to_bytes((magnitude.bit_length() + 7) // 8, "big")
+        if len(raw) > MAX_BIGINT_BYTES:
+            raise ValueError(f"integer too large for the canonical profile ({len(raw)} bytes)")
+        return msgpack.ExtType(EXT_BIGINT_NEG if value < 0 else EXT_BIGINT_POS, raw)
+    if t is bytes or t is str or t is bool or value is None:
+        return value
+    if t is tuple or t is list:
+        return [_to_wire(v) for v in value]
+    if isinstance(value, Struct):
+        return [_to_wire(getattr(value, name)) for name in value._field_names()]
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{t.__name__} is not encodable in the canonical profile")
+
+
+def _ext_hook(code: int, data: bytes) -> int:
+    if code not in (EXT_BIGINT_POS, EXT_BIGINT_NEG):
+        raise DecodeError(f"extension type {code} is not part of the profile")
+    if not data or data[0] == 0 or len(data) > MAX_BIGINT_BYTES:
+        raise DecodeError("big integer with leading zero bytes, empty, or too large")
+    magnitude = int.from_bytes(data, "big")
+    value = -magnitude if code == EXT_BIGINT_NEG else magnitude
+    if _INT_MIN <= value <= _INT_MAX:
+        raise DecodeError("integer in the native range encoded as a big integer")
+    return value
+
+
+def encode(value: Value) -> bytes:
+    """The canonical encoding of ``value`` (a profile value or a ``Struct``). Raises ``TypeError``."""
+    return msgpack.packb(_to_wire(value), use_bin_type=True)
+
+
+def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Value:
+    """Decode canonical bytes into a plain value (arrays become tuples). Raises ``DecodeError``."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError("expected bytes")
+    if len(data) > max_size:
+        raise DecodeError(f"encoding is {len(data)} bytes, over the limit of {max_size}")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            ext_hook=_ext_hook,
+            max_map_len=0,
+            max_ext_len=MAX_BIGINT_BYTES,
+            timestamp=0,
+        )
+    except DecodeError:
+        raise
+    except Exception as err:  # msgpack raises many kinds on garbage: all mean "not our encoding"
+        raise DecodeError(f"not a msgpack value: {type(err).__name__}: {err}") from None
+    _check_profile(value, 0)
+    try:
+        canonical = encode(value)
+    except (TypeError, ValueError) as err:
+        raise DecodeError(str(err)) from None
+    if canonical != bytes(data):
+        raise DecodeError("encoding is not canonical (a shorter form exists)")
+    return value
+
+
+def _check_profile(value: Value, depth: int) -> None:
+    if depth > 64:
+        raise DecodeError("nesting deeper than 64")
+    t = type(value)
+    if t is tuple:
+        for v in value:
+            _check_profile(v, depth + 1)
+    elif not (t is int or t is bytes or t is str or t is bool or value is None):
+        raise DecodeError(f"{t.__name__} is not part of the canonical profile")
+
+
+S = TypeVar("S", bound="Struct")
+_Conv = Callable[[Any], Any]
+
+
+class Struct:
+    """Base of every chain type: a frozen dataclass encoded as the array of its fields.
+
+    Subclasses are ``@dataclass(frozen=True)``; field annotations drive decoding (``int``, ``str``,
+    ``bytes``, ``bool``, NewTypes of these, ``Hash32``/``Address`` with fixed lengths, nested
+    ``Struct``, ``X | None``, ``tuple[X, ...]`` and ``Value`` for any profile value).
+    """
+
+    _decoder: ClassVar[_Conv | None] = None
+    _names: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def _field_names(cls) -> tuple[str, ...]:
+        names = cls.__dict__.get("_names")
+        if names is None:
+            names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            cls._names = names
+        return names
+
+    def encode(self) -> bytes:
+        """The canonical encoding of this struct."""
+        return encode(self)
+
+    @classmethod
+    def decode(cls: type[S], data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> S:
+        """Decode canonical bytes into ``cls``. Raises ``DecodeError``."""
+        return cls.from_value(decode_value(data, max_size=max_size))
+
+    @classmethod
+    def from_value(cls: type[S], value: Value) -> S:
+        """Build ``cls`` from an already decoded plain value. Raises ``DecodeError``."""
+        conv = cls.__dict__.get("_decoder")
+        if conv is None:
+            conv = _struct_converter(cls)
+            cls._decoder = conv
+        result: S = conv(value)
+        return result
+
+
+def _converter(annotation: Any) -> _Conv:
+    if annotation is Any:
+        return lambda v: v
+    supertype = getattr(annotation, "__supertype__", None)
+    if supertype is not None:  # NewType
+        base = _converter(supertype)
+        length = FIXED_LENGTHS.get(annotation)
+        if length is None:
+            return base
+        name = annotation.__name__
+
+        def fixed(v: Any) -> Any:
+            v = base(v)
+            if len(v) != length:
+                raise DecodeError(f"{name} must be {length} bytes, got {len(v)}")
+            return v
+
+        return fixed
+    if annotation in (int, bytes, str, bool):
+        expected = annotation
+
+        def scalar(v: Any) -> Any:
+            if type(v) is not expected:
+                raise DecodeError(f"expected {expected.__name__}, got {type(v).__name__}")
+            return v
+
+        return scalar
+    origin = get_origin(annotation)
+    if origin is tuple:
+        args = get_args(annotation)
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError(f"only tuple[X, ...] is supported, not {annotation}")
+        item = _converter(args[0])
+
+        def seq(v: Any) -> Any:
+            if type(v) is not tuple:
+                raise DecodeError(f"expected an array, got {type(v).__name__}")
+            return tuple(item(x) for x in v)
+
+        return seq
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) != 1:
+            raise TypeError(f"only X | None unions are supported, not {annotation}")
+        inner = _converter(members[0])
+        return lambda v: None if v is None else inner(v)
+    if isinstance(annotation, type) and issubclass(annotation, Struct):
+        return annotation.from_value
+    raise TypeError(f"no canonical codec for {annotation!r}")
+
+
+def _struct_converter(cls: type[S]) -> Callable[[Any], S]:
+    hints = get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    convs = [_converter(hints[f.name]) for f in fields]
+    n = len(fields)
+    name = cls.__name__
+
+    def convert(v: Any) -> S:
+        if type(v) is not tuple or len(v) != n:
+            raise DecodeError(f"{name} is an array of {n} fields")
+        try:
+            return cls(*(c(x) for c, x in zip(convs, v, strict=True)))
+        except DecodeError as err:
+            raise DecodeError(f"{name}: {err}") from None
+        except (ValueError, TypeError) as err:  # raised by a type's own __post_init__ checks
+            raise DecodeError(f"{name}: {err}") from None
+
+    return convert
