@@ -24,7 +24,7 @@ from typing import Any
 from Crypto.Cipher import ChaCha20_Poly1305
 
 from crypto.exceptions import CryptoError, KeystoreError
-from crypto.keys import KeyPair, address_of
+from crypto.keys import KeyPair
 from crypto.signatures import scheme_by_name
 
 VERSION = 1

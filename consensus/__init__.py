@@ -1,0 +1,1 @@
+"""PBFT (Castro & Liskov, OSDI 1999) as a pure state machine: events in, actions out."""

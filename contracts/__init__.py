@@ -1,0 +1,1 @@
+"""The deterministic contract VM, its built-in contracts and transaction execution."""

@@ -1,0 +1,1 @@
+"""The local multi-validator network: layout, processes, workload, benchmark, Docker files."""

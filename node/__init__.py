@@ -1,0 +1,1 @@
+"""The node: config, CLI, mempool, block production and execution, consensus driver, JSON-RPC."""

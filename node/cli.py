@@ -1,0 +1,182 @@
+"""``qenex-node``: init | start | keygen | show-validator | status.
+
+    qenex-node init --home DIR [--moniker NAME] [--chain-id ID]   # keys, config.toml, one-validator genesis
+    qenex-node start --home DIR                                   # run until SIGINT/SIGTERM
+    qenex-node keygen --out FILE [--scheme ML-DSA-44]             # an encrypted keystore
+    qenex-node show-validator --home DIR                          # this node's genesis entry (JSON)
+    qenex-node status [--rpc URL]                                 # qnx_status of a running node
+
+The keystore passphrase is read from ``--passphrase-file`` or the environment variable
+``QENEX_PASSPHRASE``; it is never an argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+from node.config import NodeConfig
+from node.exceptions import ConfigError, NodeError
+from state.exceptions import StateError
+
+
+def _passphrase(args: argparse.Namespace) -> bytes:
+    from crypto.keystore import read_passphrase
+
+    if args.passphrase_file:
+        return read_passphrase(file=args.passphrase_file)
+    return read_passphrase(env="QENEX_PASSPHRASE")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from node.genesis import save_genesis
+    from node.setup import init_home, validator_entry
+    from state.types import Genesis
+
+    home = Path(args.home)
+    from node.config import NodeSection
+
+    config = NodeConfig(node=NodeSection(moniker=args.moniker))
+    keys = init_home(home, config, _passphrase(args), write_passphrase_file=bool(args.write_passphrase_file))
+    chain_id = args.chain_id or f"qenex-{os.urandom(3).hex()}"
+    save_genesis(home / "genesis.json",
+                 Genesis(chain_id, int(time.time() * 1000), (validator_entry(args.moniker, keys),)))
+    print(f"initialised {home}: chain {chain_id}, validator 0x{keys.validator.address.hex()}, "
+          f"node id 0x{keys.node.address.hex()}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from crypto.keys import KeyPair
+    from crypto.keystore import save_keystore
+    from crypto.signatures import scheme_by_name
+
+    key = KeyPair.generate(scheme_by_name(args.scheme))
+    out = Path(args.out)
+    if out.exists():
+        raise ConfigError(f"{out} exists; refusing to overwrite a key")
+    save_keystore(out, key, _passphrase(args))
+    print(json.dumps({"address": "0x" + key.address.hex(), "scheme": args.scheme, "keystore": str(out)}))
+    return 0
+
+
+def cmd_show_validator(args: argparse.Namespace) -> int:
+    from node.genesis import genesis_to_json
+    from node.setup import open_home, validator_entry
+    from state.types import Genesis
+
+    loaded = open_home(Path(args.home))
+    entry = validator_entry(loaded.config.node.moniker, loaded.keys)
+    doc = genesis_to_json(Genesis("x", 0, (entry,)))["validators"][0]
+    doc["nodeId"] = "0x" + entry.node_id.hex()
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from node.rpc.client import Client
+
+    client = Client(args.rpc)
+    try:
+        print(json.dumps(client.call("qnx_status"), indent=2))
+    finally:
+        client.close()
+    return 0
+
+
+def setup_logging(level: str, logfile: Path | None = None) -> None:
+    """key=value lines on stderr (and ``logfile``): time, level, logger, message."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if logfile is not None:
+        handlers.append(logging.FileHandler(logfile))
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), handlers=handlers, force=True,
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+    )
+
+
+async def _run_until_signal(node: object) -> None:
+    from node.node import Node
+
+    assert isinstance(node, Node)  # noqa: S101
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.run)
+
+            async def watch() -> None:
+                async for sig in signals:
+                    logging.getLogger("qenex.node").info("signal %s: shutting down", signal.Signals(sig).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from node.node import Node, data_path
+    from node.setup import open_home
+    from state.kv import LevelDBStore
+
+    home = Path(args.home)
+    loaded = open_home(home)
+    setup_logging(loaded.config.log.level)
+    store = LevelDBStore(data_path(home, loaded.config))
+    try:
+        node = Node(config=loaded.config, genesis=loaded.genesis, store=store, node_key=loaded.keys.node,
+                    validator_key=loaded.keys.validator)
+        trio.run(_run_until_signal, node)
+    finally:
+        store.close()
+    logging.getLogger("qenex.node").info("stopped cleanly")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``qenex-node``."""
+    p = argparse.ArgumentParser(prog="qenex-node", description="QENEX Ledger validator node")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("init", help="create keys, config.toml and a one-validator genesis")
+    s.add_argument("--home", required=True)
+    s.add_argument("--moniker", default="node")
+    s.add_argument("--chain-id")
+    s.add_argument("--passphrase-file")
+    s.add_argument("--write-passphrase-file", action="store_true",
+                   help="store the passphrase in HOME/passphrase (devnets only)")
+    s.set_defaults(func=cmd_init)
+    s = sub.add_parser("start", help="run the node until SIGINT/SIGTERM")
+    s.add_argument("--home", required=True)
+    s.set_defaults(func=cmd_start)
+    s = sub.add_parser("keygen", help="write a new encrypted keystore")
+    s.add_argument("--out", required=True)
+    s.add_argument("--scheme", default="ML-DSA-44")
+    s.add_argument("--passphrase-file")
+    s.set_defaults(func=cmd_keygen)
+    s = sub.add_parser("show-validator", help="print this node's genesis validator entry")
+    s.add_argument("--home", required=True)
+    s.set_defaults(func=cmd_show_validator)
+    s = sub.add_parser("status", help="qnx_status of a running node")
+    s.add_argument("--rpc", default="http://127.0.0.1:8545")
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``qenex-node``; exit status 0 on success, 2 on a configuration error."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, NodeError, StateError) as err:
+        print(f"qenex-node: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""config.toml: every option, its default and unit.
+
+``render_config`` writes a commented file (what ``qenex-node init`` leaves in the home
+directory); ``load_config`` reads it back, refusing unknown sections and keys so that a typo is
+an error, not a silent default. Paths are relative to the home directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer to dial: its node id (20-byte address of its node key) and P2P endpoint."""
+
+    node_id: bytes
+    host: str
+    port: int
+
+    def render(self) -> str:
+        """``0x<node id>@host:port``."""
+        return f"0x{self.node_id.hex()}@{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Peer:
+        """Parse ``0x<node id>@host:port``. Raises ``ConfigError``."""
+        try:
+            node, endpoint = text.split("@", 1)
+            host, port = endpoint.rsplit(":", 1)
+            node_id = bytes.fromhex(node.removeprefix("0x"))
+            if len(node_id) != 20:
+                raise ValueError("node id must be 20 bytes")
+            return cls(node_id, host, int(port))
+        except ValueError as err:
+            raise ConfigError(f"bad peer {text!r} (want 0x<node id>@host:port): {err}") from err
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    """[node] moniker and key files."""
+
+    moniker: str = "node"
+    validator_key: str = "keys/validator.json"
+    node_key: str = "keys/node.json"
+    passphrase_file: str = "passphrase"
+    passphrase_env: str = "QENEX_PASSPHRASE"
+    data_dir: str = "data"
+
+
+@dataclass(frozen=True)
+class RPCSection:
+    """[rpc] JSON-RPC listener and limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8545
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 100
+    max_wait_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class P2PSection:
+    """[p2p] listener, peers, frame limit."""
+
+    host: str = "127.0.0.1"
+    port: int = 26656
+    peers: tuple[str, ...] = ()
+    max_frame_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConsensusSection:
+    """[consensus] block production and retransmission timing."""
+
+    block_interval_ms: int = 200
+    empty_block_interval_ms: int = 1000
+    max_block_txs: int = 2000
+    retransmit_ms: int = 1000
+    status_interval_ms: int = 1000
+    max_clock_drift_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class MempoolSection:
+    """[mempool] capacity and nonce window."""
+
+    max_txs: int = 50_000
+    max_bytes: int = 256 * 1024 * 1024
+    nonce_window: int = 1024
+
+
+@dataclass(frozen=True)
+class LogSection:
+    """[log] level and format."""
+
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The whole config.toml."""
+
+    node: NodeSection = field(default_factory=NodeSection)
+    rpc: RPCSection = field(default_factory=RPCSection)
+    p2p: P2PSection = field(default_factory=P2PSection)
+    consensus: ConsensusSection = field(default_factory=ConsensusSection)
+    mempool: MempoolSection = field(default_factory=MempoolSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def peers(self) -> list[Peer]:
+        """The parsed ``[p2p] peers``."""
+        return [Peer.parse(p) for p in self.p2p.peers]
+
+
+_DOCS = {
+    "node": {
+        "moniker": "name of this node in logs and status",
+        "validator_key": "keystore of the consensus (validator) key",
+        "node_key": "keystore of the P2P identity key",
+        "passphrase_file": "file holding the keystore passphrase (used if it exists)",
+        "passphrase_env": "else: environment variable holding the passphrase",
+        "data_dir": "LevelDB directory (blocks, state, receipts, consensus records)",
+    },
+    "rpc": {
+        "host": "JSON-RPC listen address",
+        "port": "JSON-RPC port (HTTP POST /, GET /health)",
+        "max_body_bytes": "largest request body, bytes",
+        "max_batch": "most requests in one JSON-RPC batch",
+        "max_wait_seconds": "longest timeout of qnx_sendRawTransactionAndWait, seconds",
+    },
+    "p2p": {
+        "host": "P2P listen address",
+        "port": "P2P port",
+        "peers": "peers to dial, as 0x<node id>@host:port",
+        "max_frame_bytes": "largest P2P frame, bytes",
+    },
+    "consensus": {
+        "block_interval_ms": "the primary proposes a block this often when transactions wait, ms",
+        "empty_block_interval_ms": "...and an empty block after this long idle, ms (0: never)",
+        "max_block_txs": "most transactions in a block (a full block is proposed at once)",
+        "retransmit_ms": "re-send own pre-prepare and votes of an undecided block this often, ms",
+        "status_interval_ms": "announce our height to peers this often (catch-up), ms",
+        "max_clock_drift_ms": "refuse blocks stamped further than this in the future, ms",
+    },
+    "mempool": {
+        "max_txs": "most pending transactions",
+        "max_bytes": "most pending transaction bytes",
+        "nonce_window": "accept nonces up to this far above the account's next nonce",
+    },
+    "log": {"level": "DEBUG, INFO, WARNING or ERROR"},
+}
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, tuple | list):
+        if not v:
+            return "[]"
+        return "[\n" + "".join(f"    {_toml_value(x)},\n" for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def render_config(cfg: NodeConfig) -> str:
+    """config.toml text with every option, a comment on each, and the default where it differs."""
+    default = NodeConfig()
+    out = ["# QENEX Ledger node configuration. Every option is listed with what it means;",
+           "# units are in the comment. Paths are relative to the home directory.", ""]
+    for section in dataclasses.fields(cfg):
+        sec, dsec = getattr(cfg, section.name), getattr(default, section.name)
+        out.append(f"[{section.name}]")
+        for f in dataclasses.fields(sec):
+            value, dvalue = getattr(sec, f.name), getattr(dsec, f.name)
+            note = _DOCS[section.name][f.name]
+            if value != dvalue:
+                note += f" (default {_toml_value(dvalue) if not isinstance(dvalue, tuple) else list(dvalue)})"
+            out.append(f"# {note}")
+            out.append(f"{f.name} = {_toml_value(value)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read config.toml. Raises ``ConfigError`` for unreadable files, unknown keys, wrong types."""
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    sections: dict[str, Any] = {}
+    for f in dataclasses.fields(NodeConfig):
+        cls = f.default_factory  # type: ignore[misc]
+        raw = doc.pop(f.name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: [{f.name}] must be a table")
+        known = {x.name: x for x in dataclasses.fields(cls)}
+        values = {}
+        for key, value in raw.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown option {f.name}.{key}")
+            want = type(getattr(cls(), key))
+            if want is tuple:
+                if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                    raise ConfigError(f"{path}: {f.name}.{key} must be a list of strings")
+                value = tuple(value)
+            elif want is float and isinstance(value, int):
+                value = float(value)
+            elif not isinstance(value, want) or isinstance(value, bool) != (want is bool):
+                raise ConfigError(f"{path}: {f.name}.{key} must be {want.__name__}, got {value!r}")
+            values[key] = value
+        sections[f.name] = cls(**values)
+    if doc:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(doc))}")
+    cfg = NodeConfig(**sections)
+    cfg.peers()  # validate
+    return cfg

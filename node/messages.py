@@ -1,0 +1,90 @@
+"""The P2P message envelope between nodes: ``encode((type, body))`` in one frame.
+
+| type | name        | body                                                    |
+|------|-------------|---------------------------------------------------------|
+| 1    | TX          | the raw transaction bytes (gossip of admitted ones)    |
+| 2    | PRE_PREPARE | ``consensus.messages.PrePrepare``                       |
+| 3    | VOTE        | ``consensus.messages.Vote`` (PREPARE or COMMIT)         |
+| 4    | STATUS      | ``Status``: the sender's committed height and head hash |
+| 5    | GET_BLOCKS  | ``GetBlocks``: from height, count                       |
+| 6    | BLOCKS      | ``Blocks``: certified blocks, ascending heights         |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from consensus.messages import PrePrepare, Vote
+from crypto.hashing import Hash32
+from state.codec import Struct, decode_value, encode
+from state.exceptions import DecodeError
+from state.types import Block, CommitCertificate
+
+TX: Final = 1
+PRE_PREPARE: Final = 2
+VOTE: Final = 3
+STATUS: Final = 4
+GET_BLOCKS: Final = 5
+BLOCKS: Final = 6
+
+MAX_BLOCKS_PER_REPLY: Final = 32
+
+
+@dataclass(frozen=True)
+class Status(Struct):
+    """A node's committed ``height`` and ``head_hash``."""
+
+    height: int
+    head_hash: Hash32
+
+
+@dataclass(frozen=True)
+class GetBlocks(Struct):
+    """Ask for ``count`` certified blocks from height ``start``."""
+
+    start: int
+    count: int
+
+
+@dataclass(frozen=True)
+class CertifiedBlock(Struct):
+    """A block and its commit certificate."""
+
+    block: Block
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True)
+class Blocks(Struct):
+    """Certified blocks in ascending height order."""
+
+    blocks: tuple[CertifiedBlock, ...]
+
+
+_BODY: dict[int, type[Struct]] = {
+    PRE_PREPARE: PrePrepare, VOTE: Vote, STATUS: Status, GET_BLOCKS: GetBlocks, BLOCKS: Blocks,
+}
+
+Message = bytes | PrePrepare | Vote | Status | GetBlocks | Blocks
+
+
+def pack(kind: int, body: Struct | bytes) -> bytes:
+    """The frame payload of a message."""
+    return encode((kind, body))
+
+
+def unpack(payload: bytes, max_size: int) -> tuple[int, Message]:
+    """Decode a frame payload. Raises ``DecodeError`` for anything but a known, well-formed message."""
+    value = decode_value(payload, max_size=max_size)
+    if type(value) is not tuple or len(value) != 2 or type(value[0]) is not int:
+        raise DecodeError("a message is an array (type, body)")
+    kind, body = value
+    if kind == TX:
+        if type(body) is not bytes:
+            raise DecodeError("TX carries the raw transaction bytes")
+        return kind, body
+    cls = _BODY.get(kind)
+    if cls is None:
+        raise DecodeError(f"unknown message type {kind}")
+    return kind, cls.from_value(body)  # type: ignore[return-value]

@@ -1,0 +1,523 @@
+"""The node: one validator (or observer) wired from the packages below it.
+
+Services and their owner (one nursery; cancelling it stops them all, then LevelDB is closed)::
+
+    Node.run ─ nursery
+      ├── PeerNetwork.run            p2p: listen, dial, per-peer writers  → inbound, peer_events
+      ├── Node._inbound_loop         decode each frame, dispatch (tx gossip, consensus, catch-up)
+      ├── Node._peer_events_loop     a peer connected → send it our STATUS
+      ├── Node._proposer_loop        primary only: build and propose the next block on time
+      ├── Node._ticker_loop          retransmit own undecided messages, broadcast STATUS
+      └── rpc.serve                  hypercorn (ASGI on Trio): JSON-RPC, /health, /ready
+
+All state transitions run on the Trio thread without awaiting in between, so the replica, the
+chain store and the mempool need no locks. Consensus actions are carried out in order:
+``PersistVote`` is a synced write before the ``Broadcast`` of that vote.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from consensus import replica as pbft
+from consensus.exceptions import InvalidMessage
+from consensus.messages import PrePrepare, Vote
+from contracts import gas as G
+from contracts.exceptions import TxRejected
+from contracts.registry import default_vm
+from contracts.vm import VM, BlockEnv
+from crypto.exceptions import InvalidSignature
+from crypto.hashing import Hash32, sha3
+from crypto.keys import KeyPair
+from crypto.signatures import Context
+from node import messages as M
+from node.config import NodeConfig
+from node.exceptions import InvalidBlock
+from node.mempool import Mempool
+from p2p.network import PeerNetwork
+from state.abc import KeyValueStore, WriteOp
+from state.chain import ChainStore
+from state.codec import decode_value, encode
+from state.exceptions import DecodeError
+from state.tree import merkle_root
+from state.types import MAX_TX_SIZE, Block, BlockHeader, CommitCertificate, Genesis, Receipt, Transaction
+
+log = logging.getLogger("qenex.node")
+
+MAX_BLOCK_TXS = 10_000
+"""Protocol limit on transactions per block (validity rule; config.max_block_txs is the builder's)."""
+
+
+def tx_root(txs: Sequence[Transaction]) -> Hash32:
+    """Merkle root (``state.tree.merkle_root``) over the transaction hashes, in block order."""
+    return merkle_root([tx.hash for tx in txs])
+
+
+def receipts_root(receipts: Sequence[Receipt]) -> Hash32:
+    """Merkle root over SHA3-256 of each receipt's canonical encoding, in block order."""
+    return merkle_root([sha3(r.encode()) for r in receipts])
+
+
+@dataclass
+class _Executed:
+    updates: dict[bytes, bytes | None]
+    receipts: list[Receipt]
+
+
+@dataclass
+class SyncState:
+    """Catch-up bookkeeping: the request in flight and peers that sent bad data."""
+
+    peer: bytes | None = None
+    sent_at: float = 0.0
+    peer_heights: dict[bytes, int] = field(default_factory=dict)
+    banned_until: dict[bytes, float] = field(default_factory=dict)
+
+
+class Node:
+    """A QENEX node: chain store, VM, mempool, PBFT replica, P2P and JSON-RPC."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        genesis: Genesis,
+        store: KeyValueStore,
+        node_key: KeyPair,
+        validator_key: KeyPair | None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        """Open the chain in ``store`` and restore consensus records.
+
+        ``validator_key`` None (or a key not in genesis) makes an observer that never votes.
+        Raises ``state.exceptions.StoreCorrupted`` if the stored data disagrees with itself.
+        """
+        self.config = config
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.chain = ChainStore(store, genesis)
+        self.vm: VM = default_vm()
+        self.node_key = node_key
+        self.validator_key = validator_key
+        self.clock_ms = clock_ms
+        self.validators = genesis.validators
+        self.n = len(self.validators)
+        self.index: int | None = None
+        if validator_key is not None:
+            for i, v in enumerate(self.validators):
+                if v.public_key == validator_key.public_key and v.scheme == validator_key.scheme_tag:
+                    self.index = i
+        mp = config.mempool
+        self.mempool = Mempool(max_txs=mp.max_txs, max_bytes=mp.max_bytes, nonce_window=mp.nonce_window)
+        self.block_gas_limit = dict(genesis.params).get("blockGasLimit", G.DEFAULT_BLOCK_GAS_LIMIT)
+        self._verifier = pbft.make_verifier([(v.scheme, v.public_key) for v in self.validators], Context.CONSENSUS)
+        head = self.chain.head
+        self.replica = pbft.Replica(
+            chain_id=self.chain_id, n=self.n, index=self.index,
+            signer=(lambda m: validator_key.sign(Context.CONSENSUS, m)) if self.index is not None else None,
+            verifier=self._verifier, height=head.height, head_hash=head.block_hash,
+            votes=self._load_votes(),
+        )
+        self._executed: dict[Hash32, _Executed] = {}
+        self._waiters: dict[Hash32, trio.Event] = {}
+        self.sync = SyncState()
+        self.net: PeerNetwork | None = None
+        self.commit_event = trio.Event()
+        self.last_commit_time = 0.0
+        self.started = False
+
+    # --- consensus records --------------------------------------------------------------------
+
+    def _load_votes(self) -> dict[tuple[int, int, int], Hash32]:
+        votes = {}
+        for key, value in self.chain.kv.iterate(b"k/vote"):
+            try:
+                kind, view, seq = decode_value(key[len(b"k/vote") :])
+            except (DecodeError, ValueError):
+                continue
+            if seq > self.chain.head.height:
+                votes[(kind, view, seq)] = Hash32(value)
+        return votes
+
+    def _persist_vote(self, a: pbft.PersistVote) -> None:
+        self.chain.put_record(b"vote" + encode((a.kind, a.view, a.seq)), a.block_hash)
+
+    def _cleanup_ops(self, view: int, seq: int) -> list[WriteOp]:
+        ops: list[WriteOp] = [(b"k/vote" + encode((k, view, seq)), None) for k in (1, 2, 3)]
+        ops.append((b"k/proposal" + encode((view, seq)), None))
+        return ops
+
+    # --- transactions --------------------------------------------------------------------------
+
+    def account_nonce(self, address: bytes) -> int:
+        """The committed next nonce of ``address``."""
+        return self.vm.account_nonce(self.chain.state.get, address)
+
+    def decode_tx(self, raw: bytes) -> Transaction:
+        """Decode and verify a raw transaction (size, encoding, signature, chain id, gas bounds).
+
+        Raises ``DecodeError``, ``InvalidSignature`` or ``TxRejected``.
+        """
+        if len(raw) > MAX_TX_SIZE:
+            raise DecodeError(f"transaction is {len(raw)} bytes, over the limit of {MAX_TX_SIZE}")
+        tx = Transaction.decode(raw, max_size=MAX_TX_SIZE)
+        if tx.body.chain_id != self.chain_id:
+            raise TxRejected("wrong chain id", f"transaction is for {tx.body.chain_id!r}, this is {self.chain_id!r}")
+        if not self.mempool.holds_verified(tx):
+            tx.verify_signature()
+        return tx
+
+    def admit(self, raw: bytes, *, gossip: bool = True) -> Hash32:
+        """Admit a raw transaction to the mempool and gossip it; returns its hash.
+
+        Idempotent for a transaction already pending. Raises ``DecodeError``,
+        ``InvalidSignature`` or ``TxRejected`` (chain id, nonce, gas, mempool full).
+        """
+        tx = self.decode_tx(raw)
+        if tx.hash in self.mempool:
+            return tx.hash
+        if self.chain.tx_location(tx.hash) is not None:
+            raise TxRejected("already committed", f"transaction 0x{tx.hash.hex()} is in the chain")
+        body = tx.body
+        if not body.calls:
+            raise TxRejected("no calls", "a transaction carries at least one call")
+        need = G.intrinsic_gas(len(tx.signing_bytes))
+        if body.gas_limit < need:
+            raise TxRejected("intrinsic gas too low", f"gas limit {body.gas_limit} < intrinsic {need}")
+        if body.gas_limit > min(G.MAX_TX_GAS, self.block_gas_limit):
+            raise TxRejected("gas limit too high", f"{body.gas_limit} > {min(G.MAX_TX_GAS, self.block_gas_limit)}")
+        if self.mempool.add(tx, len(raw), self.account_nonce(body.sender)) and gossip and self.net is not None:
+            self.net.broadcast(M.pack(M.TX, raw))
+        return tx.hash
+
+    def waiter(self, tx_hash: Hash32) -> trio.Event:
+        """An event set when ``tx_hash`` is committed (for ``qnx_sendRawTransactionAndWait``)."""
+        event = self._waiters.get(tx_hash)
+        if event is None:
+            event = self._waiters[tx_hash] = trio.Event()
+        if self.chain.tx_location(tx_hash) is not None:
+            event.set()
+        return event
+
+    # --- blocks --------------------------------------------------------------------------------
+
+    def env_for(self, header: BlockHeader) -> BlockEnv:
+        """The block environment contracts see (time in seconds, from the header)."""
+        return BlockEnv(self.chain_id, header.height, header.timestamp_ms // 1000)
+
+    def build_block(self) -> Block:
+        """Execute ready mempool transactions on the head and build the next block (as primary)."""
+        head = self.chain.head
+        view = self.replica.view
+        ts = max(self.clock_ms(), head.timestamp_ms + 1)
+        env = BlockEnv(self.chain_id, head.height + 1, ts // 1000)
+        from contracts.vm import Overlay
+
+        overlay = Overlay(self.chain.state.get)
+        included: list[Transaction] = []
+        receipts: list[Receipt] = []
+        dropped: list[Transaction] = []
+        gas_budget = self.block_gas_limit
+        candidates = self.mempool.ready(self.config.consensus.max_block_txs, self.account_nonce)
+        for tx in candidates:
+            if tx.body.gas_limit > gas_budget:
+                break
+            try:
+                receipts.append(self.vm.execute_tx(overlay, env, tx))
+            except TxRejected:
+                dropped.append(tx)
+                continue
+            gas_budget -= tx.body.gas_limit
+            included.append(tx)
+        self.mempool.remove(dropped)
+        state_root, _ = self.chain.state.prepare(overlay.writes)
+        header = BlockHeader(
+            self.chain_id, head.height + 1, view, head.block_hash, ts, self.index if self.index is not None else 0,
+            tx_root(included), state_root, receipts_root(receipts), sum(r.gas_used for r in receipts),
+        )
+        block = Block(header, tuple(included))
+        self._executed[block.hash] = _Executed(overlay.writes, receipts)
+        return block
+
+    def validate_block(self, block: Block, *, check_clock: bool) -> None:
+        """Re-execute ``block`` on the head and check every header field; caches the result.
+
+        Raises ``InvalidBlock`` naming what does not hold.
+        """
+        if block.hash in self._executed:
+            return
+        head = self.chain.head
+        h = block.header
+        if h.chain_id != self.chain_id:
+            raise InvalidBlock(f"chain id {h.chain_id!r}")
+        if h.height != head.height + 1 or h.prev_hash != head.block_hash:
+            raise InvalidBlock(f"block {h.height} does not extend head {head.height}")
+        if h.timestamp_ms <= head.timestamp_ms:
+            raise InvalidBlock("timestamp not after the parent's")
+        if check_clock and h.timestamp_ms > self.clock_ms() + self.config.consensus.max_clock_drift_ms:
+            raise InvalidBlock("timestamp too far in the future")
+        if not 0 <= h.proposer < self.n:
+            raise InvalidBlock("proposer outside the validator set")
+        if len(block.transactions) > MAX_BLOCK_TXS:
+            raise InvalidBlock(f"more than {MAX_BLOCK_TXS} transactions")
+        if tx_root(block.transactions) != h.tx_root:
+            raise InvalidBlock("tx root mismatch")
+        if sum(tx.body.gas_limit for tx in block.transactions) > self.block_gas_limit:
+            raise InvalidBlock("block gas limit exceeded")
+        seen: set[Hash32] = set()
+        for tx in block.transactions:
+            if tx.hash in seen or self.chain.tx_location(tx.hash) is not None:
+                raise InvalidBlock(f"duplicate transaction 0x{tx.hash.hex()}")
+            seen.add(tx.hash)
+            if not self.mempool.holds_verified(tx):
+                try:
+                    tx.verify_signature()
+                except InvalidSignature as err:
+                    raise InvalidBlock(f"transaction 0x{tx.hash.hex()}: {err}") from err
+        try:
+            updates, receipts = self.vm.execute_block(self.chain.state.get, self.env_for(h), block.transactions)
+        except TxRejected as err:
+            raise InvalidBlock(f"transaction can not be included: {err}") from err
+        if receipts_root(receipts) != h.receipts_root:
+            raise InvalidBlock("receipts root mismatch")
+        if sum(r.gas_used for r in receipts) != h.gas_used:
+            raise InvalidBlock("gas used mismatch")
+        state_root, _ = self.chain.state.prepare(updates)
+        if state_root != h.state_root:
+            raise InvalidBlock("state root mismatch")
+        self._executed[block.hash] = _Executed(updates, receipts)
+
+    def commit(self, block: Block, certificate: CommitCertificate) -> None:
+        """Store ``block`` with ``certificate`` (one synced batch), update mempool and waiters."""
+        done = self._executed.pop(block.hash, None)
+        if done is None:
+            self.validate_block(block, check_clock=False)
+            done = self._executed.pop(block.hash)
+        self.chain.commit(block, certificate, done.receipts, done.updates,
+                          extra=self._cleanup_ops(block.header.view, block.height))
+        self._executed.clear()
+        self.mempool.remove(block.transactions)
+        self.mempool.prune(self.account_nonce, [tx.body.sender for tx in block.transactions])
+        for tx in block.transactions:
+            event = self._waiters.pop(tx.hash, None)
+            if event is not None:
+                event.set()
+        self.last_commit_time = trio.current_time()
+        self.commit_event.set()
+        self.commit_event = trio.Event()
+        log.info("committed block %d hash=%s txs=%d root=%s", block.height, block.hash.hex()[:16],
+                 len(block.transactions), block.header.state_root.hex()[:16])
+
+    # --- consensus driver ------------------------------------------------------------------------
+
+    def carry_out(self, actions: list[pbft.Action]) -> None:
+        """Carry out replica actions in order (persist before broadcast), feeding back results."""
+        queue = list(actions)
+        while queue:
+            a = queue.pop(0)
+            if isinstance(a, pbft.PersistVote):
+                self._persist_vote(a)
+            elif isinstance(a, pbft.Broadcast):
+                if self.net is not None:
+                    kind = M.PRE_PREPARE if isinstance(a.message, PrePrepare) else M.VOTE
+                    self.net.broadcast(M.pack(kind, a.message))
+            elif isinstance(a, pbft.ValidateBlock):
+                try:
+                    self.validate_block(a.block, check_clock=True)
+                except InvalidBlock as err:
+                    log.warning("rejecting block %d from view %d: %s", a.seq, a.view, err.reason)
+                    queue[:0] = self.replica.block_invalid(a.view, a.seq, a.block.hash)
+                else:
+                    queue[:0] = self.replica.block_validated(a.view, a.seq, a.block.hash)
+            elif isinstance(a, pbft.CommitBlock):
+                self.commit(a.block, a.certificate)
+            elif isinstance(a, pbft.RecordEvidence):
+                ev = a.evidence
+                self.chain.put_record(b"evidence" + encode((ev.view, ev.seq, ev.validator, ev.kind)), ev.encode())
+                log.warning("equivocation by validator %d at view %d seq %d", ev.validator, ev.view, ev.seq)
+
+    def propose(self) -> Block | None:
+        """As primary with nothing pending: build, persist and propose the next block."""
+        if not self.replica.is_primary or self.replica.proposal_pending():
+            return None
+        seq, view = self.replica.next_seq, self.replica.view
+        saved = self.chain.get_record(b"proposal" + encode((view, seq)))
+        block = Block.decode(saved) if saved is not None else self.build_block()
+        if saved is not None:
+            self.validate_block(block, check_clock=False)
+        else:
+            self.chain.put_record(b"proposal" + encode((view, seq)), block.encode())
+        self.carry_out(self.replica.propose(block))
+        return block
+
+    def on_message(self, peer: bytes, payload: bytes) -> None:
+        """Handle one frame from ``peer``; a bad one is logged and dropped, never fatal."""
+        try:
+            kind, body = M.unpack(payload, self.config.p2p.max_frame_bytes)
+            if kind == M.TX:
+                assert isinstance(body, bytes)  # noqa: S101 - guaranteed by unpack
+                try:
+                    self.admit(body, gossip=False)
+                except (TxRejected, InvalidSignature, DecodeError) as err:
+                    log.debug("gossiped tx refused: %s", err)
+            elif kind in (M.PRE_PREPARE, M.VOTE):
+                assert isinstance(body, PrePrepare | Vote)  # noqa: S101
+                if body.seq > self.replica.next_seq:
+                    self._maybe_sync(peer, body.seq - 1)
+                self.carry_out(self.replica.receive(body))
+            elif kind == M.STATUS:
+                assert isinstance(body, M.Status)  # noqa: S101
+                self.sync.peer_heights[peer] = body.height
+                self._maybe_sync(peer, body.height)
+            elif kind == M.GET_BLOCKS:
+                assert isinstance(body, M.GetBlocks)  # noqa: S101
+                self._serve_blocks(peer, body)
+            elif kind == M.BLOCKS:
+                assert isinstance(body, M.Blocks)  # noqa: S101
+                self._apply_blocks(peer, body)
+        except (DecodeError, InvalidMessage) as err:
+            log.warning("bad message from peer %s: %s", peer.hex()[:8], err)
+
+    # --- catch-up ---------------------------------------------------------------------------------
+
+    def status(self) -> M.Status:
+        """Our committed height and head hash."""
+        head = self.chain.head
+        return M.Status(head.height, head.block_hash)
+
+    def _maybe_sync(self, peer: bytes, peer_height: int) -> None:
+        now = trio.current_time()
+        if peer_height <= self.chain.head.height or self.net is None:
+            return
+        if self.sync.banned_until.get(peer, 0) > now:
+            return
+        if self.sync.peer is not None and now - self.sync.sent_at < 5.0:
+            return
+        start = self.chain.head.height + 1
+        count = min(M.MAX_BLOCKS_PER_REPLY, peer_height - self.chain.head.height)
+        if self.net.send(peer, M.pack(M.GET_BLOCKS, M.GetBlocks(start, count))):
+            self.sync.peer, self.sync.sent_at = peer, now
+            log.info("catching up: asking %s for blocks %d..%d", peer.hex()[:8], start, start + count - 1)
+
+    def _serve_blocks(self, peer: bytes, req: M.GetBlocks) -> None:
+        out: list[M.CertifiedBlock] = []
+        size = 0
+        for height in range(max(1, req.start), min(self.chain.head.height, req.start + min(req.count, 64) - 1) + 1):
+            block, cert = self.chain.block(height), self.chain.certificate(height)
+            if block is None or cert is None:
+                break
+            out.append(M.CertifiedBlock(block, cert))
+            size += len(block.encode())
+            if size > self.config.p2p.max_frame_bytes // 2:
+                break
+        if self.net is not None:
+            self.net.send(peer, M.pack(M.BLOCKS, M.Blocks(tuple(out))))
+
+    def _apply_blocks(self, peer: bytes, reply: M.Blocks) -> None:
+        if self.sync.peer == peer:
+            self.sync.peer = None
+        for item in reply.blocks:
+            block = item.block
+            if block.height <= self.chain.head.height:
+                continue
+            try:
+                pbft.verify_certificate(item.certificate, block.hash, block.height, self.chain_id, self.n,
+                                        self._verifier)
+                self.validate_block(block, check_clock=False)
+            except (InvalidMessage, InvalidBlock) as err:
+                log.warning("peer %s sent a bad certified block %d: %s; not asking it for a while",
+                            peer.hex()[:8], block.height, err)
+                self.sync.banned_until[peer] = trio.current_time() + 60.0
+                return
+            self.commit(block, item.certificate)
+            self.carry_out(self.replica.synced(block.height, block.hash))
+        best = max(self.sync.peer_heights.values(), default=0)
+        if best > self.chain.head.height:
+            self._maybe_sync(peer, best)
+
+    # --- services ---------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every service until cancelled (see the module docstring for the tree)."""
+        from node.rpc.server import serve_rpc
+
+        cfg = self.config
+        allowed = {v.node_id: (v.node_scheme, v.node_public_key) for v in self.validators}
+        peers = {p.node_id: (p.host, p.port) for p in cfg.peers()}
+        inbound_send, inbound_recv = trio.open_memory_channel[tuple[bytes, bytes]](4096)
+        events_send, events_recv = trio.open_memory_channel[tuple[str, bytes]](256)
+        self.net = PeerNetwork(
+            identity=self.node_key, chain_id=self.chain_id, genesis_hash=self.genesis.hash,
+            listen_host=cfg.p2p.host, listen_port=cfg.p2p.port, peers=peers, allowed=allowed,
+            inbound=inbound_send, peer_events=events_send, max_frame_size=cfg.p2p.max_frame_bytes,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.net.run)
+            nursery.start_soon(self._inbound_loop, inbound_recv)
+            nursery.start_soon(self._peer_events_loop, events_recv)
+            nursery.start_soon(self._proposer_loop)
+            nursery.start_soon(self._ticker_loop)
+            await nursery.start(serve_rpc, self)
+            self.started = True
+            log.info("node %s started: height %d, validator index %s, %d validators",
+                     cfg.node.moniker, self.chain.head.height, self.index, self.n)
+            task_status.started()
+
+    async def _inbound_loop(self, inbound: trio.MemoryReceiveChannel[tuple[bytes, bytes]]) -> None:
+        async for peer, payload in inbound:
+            self.on_message(peer, payload)
+            await trio.lowlevel.checkpoint()
+
+    async def _peer_events_loop(self, events: trio.MemoryReceiveChannel[tuple[str, bytes]]) -> None:
+        async for kind, peer in events:
+            if kind == "connected" and self.net is not None:
+                self.net.send(peer, M.pack(M.STATUS, self.status()))
+            elif kind == "disconnected":
+                self.sync.peer_heights.pop(peer, None)
+                if self.sync.peer == peer:
+                    self.sync.peer = None
+
+    async def _proposer_loop(self) -> None:
+        c = self.config.consensus
+        interval = c.block_interval_ms / 1000
+        idle = c.empty_block_interval_ms / 1000
+        last_proposal = trio.current_time()
+        while True:
+            await trio.sleep(interval)
+            if not self.replica.is_primary or self.replica.proposal_pending():
+                continue
+            if self.net is not None and len(self.net.connected()) < 2 * self.replica.f:
+                continue  # no quorum reachable: proposing would only stall
+            has_work = bool(self.mempool.ready(1, self.account_nonce))
+            now = trio.current_time()
+            if has_work or (idle > 0 and now - last_proposal >= idle):
+                self.propose()
+                last_proposal = now
+
+    async def _ticker_loop(self) -> None:
+        c = self.config.consensus
+        last_status = last_retransmit = trio.current_time()
+        while True:
+            await trio.sleep(min(c.retransmit_ms, c.status_interval_ms) / 1000)
+            now = trio.current_time()
+            if self.net is None:
+                continue
+            if now - last_status >= c.status_interval_ms / 1000:
+                last_status = now
+                self.net.broadcast(M.pack(M.STATUS, self.status()))
+            if now - last_retransmit >= c.retransmit_ms / 1000 and now - self.last_commit_time >= c.retransmit_ms / 1000:
+                last_retransmit = now
+                for message in self.replica.retransmit():
+                    kind = M.PRE_PREPARE if isinstance(message, PrePrepare) else M.VOTE
+                    self.net.broadcast(M.pack(kind, message))
+
+
+def data_path(home: Path, config: NodeConfig) -> Path:
+    """The LevelDB directory of the node at ``home``."""
+    return home / config.node.data_dir
