@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def decrypt_key(doc: dict[str, Any], passphrase: bytes) -> KeyPair:
         key = KeyPair.from_private(scheme.tag, private_key)
     except KeystoreError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, CryptoError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, CryptoError) as err:
         raise KeystoreError(f"malformed keystore: {err}") from err
     if key.public_key != public_key or key.address != address:
         raise KeystoreError("keystore public key or address does not match its private key")
@@ -108,19 +109,26 @@ def decrypt_key(doc: dict[str, Any], passphrase: bytes) -> KeyPair:
 def save_keystore(path: Path, key: KeyPair, passphrase: bytes, *, scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
     """Write ``key`` sealed under ``passphrase`` to ``path`` (mode 0600, written atomically)."""
     doc = encrypt_key(key, passphrase, scrypt_n=scrypt_n)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(tmp, path)
+    path = Path(path)
+    # mkstemp creates a new file (O_EXCL, mode 0600): no leftover file or symlink is reused.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_keystore(path: Path, passphrase: bytes) -> KeyPair:
     """Read and open the keystore at ``path``. Raises ``KeystoreError``."""
     try:
         doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise KeystoreError(f"cannot read keystore {path}: {err}") from err
+    except (OSError, ValueError, RecursionError) as err:
+        raise KeystoreError(f"cannot read keystore {path}: {type(err).__name__}") from err
     if not isinstance(doc, dict):
         raise KeystoreError(f"keystore {path} is not a JSON object")
     return decrypt_key(doc, passphrase)

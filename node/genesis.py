@@ -21,7 +21,7 @@ from crypto.exceptions import CryptoError
 from crypto.keys import Address, address_of
 from crypto.signatures import scheme_by_name, scheme_by_tag
 from node.exceptions import ConfigError
-from state.types import Genesis, Validator
+from state.types import Genesis, Param, Validator
 
 
 def _hex(b: bytes) -> str:
@@ -53,7 +53,7 @@ def genesis_to_json(g: Genesis) -> dict[str, Any]:
             }
             for v in g.validators
         ],
-        "params": dict(g.params),
+        "params": {p.name: p.value for p in g.params},
     }
 
 
@@ -74,7 +74,7 @@ def genesis_from_json(doc: Any) -> Genesis:
             )
         if not validators:
             raise ConfigError("genesis: no validators")
-        params = tuple(sorted((str(k), int(val)) for k, val in doc.get("params", {}).items()))
+        params = tuple(Param(str(k), int(val)) for k, val in sorted(doc.get("params", {}).items()))
         chain_id = doc["chainId"]
         if not isinstance(chain_id, str) or not 0 < len(chain_id) <= 64:
             raise ConfigError("genesis: chainId must be a string of 1..64 characters")

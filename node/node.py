@@ -115,7 +115,7 @@ class Node:
                     self.index = i
         mp = config.mempool
         self.mempool = Mempool(max_txs=mp.max_txs, max_bytes=mp.max_bytes, nonce_window=mp.nonce_window)
-        self.block_gas_limit = dict(genesis.params).get("blockGasLimit", G.DEFAULT_BLOCK_GAS_LIMIT)
+        self.block_gas_limit = genesis.param("blockGasLimit", G.DEFAULT_BLOCK_GAS_LIMIT)
         self._verifier = pbft.make_verifier([(v.scheme, v.public_key) for v in self.validators], Context.CONSENSUS)
         head = self.chain.head
         self.replica = pbft.Replica(
@@ -230,7 +230,8 @@ class Node:
                 break
             try:
                 receipts.append(self.vm.execute_tx(overlay, env, tx))
-            except TxRejected:
+            except TxRejected as err:
+                log.warning("dropping tx 0x%s from the mempool: %s", tx.hash.hex()[:16], err)
                 dropped.append(tx)
                 continue
             gas_budget -= tx.body.gas_limit
@@ -311,8 +312,8 @@ class Node:
         self.last_commit_time = trio.current_time()
         self.commit_event.set()
         self.commit_event = trio.Event()
-        log.info("committed block %d hash=%s txs=%d root=%s", block.height, block.hash.hex()[:16],
-                 len(block.transactions), block.header.state_root.hex()[:16])
+        log.info("committed block %d hash=%s txs=%d root=%s mempool=%d", block.height, block.hash.hex()[:16],
+                 len(block.transactions), block.header.state_root.hex()[:16], len(self.mempool))
 
     # --- consensus driver ------------------------------------------------------------------------
 

@@ -90,10 +90,16 @@ class FrameDecoder:
         """Number of bytes received but not yet returned as a frame (header bytes included)."""
         return len(self._buffer) - self._pos
 
-    def receive_data(self, data: bytes) -> None:
-        """Append ``data`` (bytes received from the stream) to the buffer; checks nothing yet."""
+    def _check_failed(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise FrameTooLarge(self._error.size, self._error.limit)
+
+    def receive_data(self, data: bytes) -> None:
+        """Append ``data`` (bytes received from the stream) to the buffer; ``next_frame`` checks it.
+
+        Raises ``FrameTooLarge`` again if the decoder already failed.
+        """
+        self._check_failed()
         if self._pos and self._pos == len(self._buffer):
             self._buffer.clear()
             self._pos = 0
@@ -106,18 +112,17 @@ class FrameDecoder:
             FrameTooLarge: a complete header announces more than ``max_size`` bytes (with ``size``
                 and ``limit``); raised before the body is waited for.
         """
-        if self._error is not None:
-            raise self._error
+        self._check_failed()
         available = len(self._buffer) - self._pos
         if self._body_len is None:
             if available < HEADER_LEN:
                 return None
             size = int.from_bytes(self._buffer[self._pos : self._pos + HEADER_LEN], "big")
             if size > self._max_size:
-                self._error = FrameTooLarge(size, self._max_size)
+                self._error = error = FrameTooLarge(size, self._max_size)
                 self._buffer = bytearray()
                 self._pos = 0
-                raise self._error
+                raise error
             self._body_len = size
             self._pos += HEADER_LEN
             available -= HEADER_LEN

@@ -26,7 +26,8 @@ Task tree (structured concurrency: every task has an owner; cancelling ``run`` s
             └── connect, handshake as initiator, _serve(conn) as above; back off; repeat
 
 Model: ethereum/ddht ``v5_1/client.py`` (a tree of Trio services joined by memory channels) and
-CometBFT's ``p2p/switch.go`` (persistent peers redialled with exponential backoff and jitter).
+CometBFT's ``p2p/switch.go`` (persistent peers redialled with backoff and jitter; one connection per
+peer id).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Ran
 
     ``base = min(maximum, initial * 2**failures)``; the delay is uniform in ``[base / 2, base]``, so
     it grows from ``initial`` to ``maximum`` and nodes that lost a peer together do not redial in
-    lockstep. Source: AWS Architecture Blog, "Exponential Backoff and Jitter" (2015); CometBFT's
-    ``p2p/switch.go`` ``reconnectToPeer`` backs off exponentially with random jitter the same way.
+    lockstep. Source: AWS Architecture Blog, "Exponential Backoff and Jitter" (2015). CometBFT's
+    ``p2p/switch.go`` ``reconnectToPeer`` redials persistent peers at fixed intervals and then with
+    exponential backoff, both with random jitter; we skip the fixed-interval phase.
     """
     base = min(maximum, initial * 2.0 ** min(max(failures, 0), 64))
     return rng.uniform(base / 2, base)
@@ -288,7 +290,7 @@ class PeerNetwork:
                 await nursery.start(
                     partial(trio.serve_listeners, self._handle_inbound, listeners, handler_nursery=nursery)
                 )
-                self._log.info("node %s listening on %s:%d", _name(self._id), self._listen_host, port)
+                self._log.info("listening on %s:%d", self._listen_host, port)
                 for peer_id, (host, peer_port) in sorted(self._dial.items()):
                     nursery.start_soon(self._dial_loop, peer_id, host, peer_port, name=f"dial {_name(peer_id)}")
                 task_status.started(port)
@@ -400,12 +402,13 @@ class PeerNetwork:
         )
         decoder = FrameDecoder(MAX_HANDSHAKE_MESSAGE)
         with trio.move_on_after(self._handshake_timeout) as scope:
-            for message in hs.start():
-                await _send_all(stream, encode_frame(message, MAX_HANDSHAKE_MESSAGE))
-            while not hs.is_done:
-                frame = await _read_frame(stream, decoder)
-                for message in hs.receive(frame):
-                    await _send_all(stream, encode_frame(message, MAX_HANDSHAKE_MESSAGE))
+            outgoing = hs.start()
+            while True:
+                if outgoing:  # the responder's Hello and Auth go out in one write
+                    await _send_all(stream, b"".join(encode_frame(m, MAX_HANDSHAKE_MESSAGE) for m in outgoing))
+                if hs.is_done:
+                    break
+                outgoing = hs.receive(await _read_frame(stream, decoder))
         if scope.cancelled_caught:
             raise HandshakeFailed(f"handshake not completed within {self._handshake_timeout} s")
         decoder.max_size = self._max_frame_size  # from the next frame on, the session's limit

@@ -43,7 +43,11 @@ FIXED_LENGTHS: dict[object, int] = {Hash32: 32, Address: 20}
 """NewTypes over ``bytes`` whose encoded length is fixed, checked on decode."""
 
 
-def _to_wire(value: Value) -> Any:
+MAX_DEPTH = 64
+"""Deepest array nesting of the profile (encoders and decoders both enforce it)."""
+
+
+def _to_wire(value: Value, depth: int = 0) -> Any:
     """Map a value to what msgpack packs: big integers to ext types, structs to lists."""
     t = type(value)
     if t is int:
@@ -56,10 +60,12 @@ def _to_wire(value: Value) -> Any:
         return msgpack.ExtType(EXT_BIGINT_NEG if value < 0 else EXT_BIGINT_POS, raw)
     if t is bytes or t is str or t is bool or value is None:
         return value
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"nesting deeper than {MAX_DEPTH}")
     if t is tuple or t is list:
-        return [_to_wire(v) for v in value]
+        return [_to_wire(v, depth + 1) for v in value]
     if isinstance(value, Struct):
-        return [_to_wire(getattr(value, name)) for name in value._field_names()]
+        return [_to_wire(getattr(value, name), depth + 1) for name in value._field_names()]
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     raise TypeError(f"{t.__name__} is not encodable in the canonical profile")
@@ -78,7 +84,11 @@ def _ext_hook(code: int, data: bytes) -> int:
 
 
 def encode(value: Value) -> bytes:
-    """The canonical encoding of ``value`` (a profile value or a ``Struct``). Raises ``TypeError``."""
+    """The canonical encoding of ``value`` (a profile value or a ``Struct``).
+
+    Raises ``TypeError`` for a type outside the profile, ``ValueError`` for an integer beyond
+    2**512 - 1 or nesting deeper than ``MAX_DEPTH``.
+    """
     return msgpack.packb(_to_wire(value), use_bin_type=True)
 
 
@@ -114,8 +124,8 @@ def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Value:
 
 
 def _check_profile(value: Value, depth: int) -> None:
-    if depth > 64:
-        raise DecodeError("nesting deeper than 64")
+    if depth > MAX_DEPTH:
+        raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
     t = type(value)
     if t is tuple:
         for v in value:

@@ -38,6 +38,7 @@ from state.types import (
     CommitCertificate,
     Event,
     Genesis,
+    Param,
     Receipt,
     Transaction,
     TxBody,
@@ -246,11 +247,11 @@ def validators() -> st.SearchStrategy[Validator]:
 
 
 def genesis() -> st.SearchStrategy[Genesis]:
-    """Genesis documents with up to four validators and a few ``(name, value)`` parameters."""
+    """Genesis documents with up to four validators and a few ``Param(name, value)`` parameters."""
     return st.builds(
         Genesis,
         chain_ids(),
         u64s(),
         _tuples(validators(), 4),
-        _tuples(st.tuples(st.text(max_size=16), integers()), 4),
+        _tuples(st.builds(Param, st.text(max_size=16), integers()), 4),
     )

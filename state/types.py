@@ -73,8 +73,13 @@ class Transaction(Struct):
 
     def verify_signature(self) -> None:
         """Check sender/public-key binding and the signature. Raises ``crypto.InvalidSignature``."""
-        from crypto.exceptions import InvalidSignature
+        from crypto.exceptions import InvalidSignature, UnknownScheme
+        from crypto.signatures import scheme_by_tag
 
+        try:
+            scheme_by_tag(self.body.scheme)
+        except UnknownScheme as err:
+            raise InvalidSignature(str(err)) from None
         if address_of(self.body.scheme, self.body.public_key) != self.body.sender:
             raise InvalidSignature("sender is not the address of the public key")
         verify(self.body.scheme, self.body.public_key, Context.TRANSACTION, self.signing_bytes, self.signature)
@@ -193,13 +198,28 @@ class Validator(Struct):
 
 
 @dataclass(frozen=True)
+class Param(Struct):
+    """A named integer chain parameter of the genesis (``blockGasLimit`` ...)."""
+
+    name: str
+    value: int
+
+
+@dataclass(frozen=True)
 class Genesis(Struct):
     """The genesis: chain id, genesis time (ms) and the validator set (order fixes the indexes)."""
 
     chain_id: str
     genesis_time_ms: int
     validators: tuple[Validator, ...]
-    params: tuple[tuple[str, int], ...] = field(default=())
+    params: tuple[Param, ...] = field(default=())
+
+    def param(self, name: str, default: int) -> int:
+        """The value of parameter ``name``, or ``default``."""
+        for p in self.params:
+            if p.name == name:
+                return p.value
+        return default
 
     @cached_property
     def hash(self) -> Hash32:

@@ -127,12 +127,6 @@ def test_overwriting_a_readable_file_leaves_0600(tmp_path: Path) -> None:
     assert load_keystore(path, PASSPHRASE) == KEY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="crypto/keystore.py save_keystore: os.open(tmp, O_CREAT|O_TRUNC, 0o600) keeps the mode of a "
-    "leftover '<path>.tmp' (and follows a symlink there), so the keystore ends up 0644",
-)
 def test_stale_temporary_file_does_not_loosen_mode(tmp_path: Path) -> None:
     path = tmp_path / "validator.json"
     stale = tmp_path / "validator.json.tmp"  # left by a crash during an earlier save
@@ -314,12 +308,6 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
         load_keystore(tmp_path, PASSPHRASE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="crypto/keystore.py load_keystore catches only OSError/ValueError around json.loads: "
-    "deeply nested JSON raises RecursionError",
-)
 def test_deeply_nested_json_is_keystore_error(tmp_path: Path) -> None:
     path = tmp_path / "validator.json"
     path.write_text("[" * 100_000 + "]" * 100_000)
@@ -327,12 +315,6 @@ def test_deeply_nested_json_is_keystore_error(tmp_path: Path) -> None:
         load_keystore(path, PASSPHRASE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="crypto/keystore.py decrypt_key: int(kdf['n']) on JSON Infinity raises OverflowError, "
-    "which the except clause (KeyError, TypeError, ValueError, AttributeError, CryptoError) misses",
-)
 def test_infinite_scrypt_cost_is_keystore_error(tmp_path: Path) -> None:
     path = tmp_path / "validator.json"
     path.write_text(json.dumps(DOC).replace(f'"n": {N}', '"n": Infinity'))

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crypto.abc import SignatureScheme
 from crypto.exceptions import InvalidSignature
+from crypto.hashing import sha3
 from crypto.keys import Address, KeyPair
 from crypto.signatures import ED25519, ML_DSA_44, Context, verify
 from p2p.exceptions import HandshakeFailed, RemoteProtocolError
@@ -80,7 +82,7 @@ def hellos(initiator: Handshake, responder: Handshake) -> tuple[bytes, list[byte
 
 
 @pytest.mark.parametrize("scheme", [ED25519, ML_DSA_44], ids=lambda s: s.name)
-def test_success_both_ways(scheme) -> None:
+def test_success_both_ways(scheme: SignatureScheme) -> None:
     a, b = KeyPair.generate(scheme), KeyPair.generate(scheme)
     allowed = allowlist(a, b)
     for first, second in [(a, b), (b, a)]:
@@ -117,8 +119,6 @@ def test_message_flow_and_transcript_follow_the_spec() -> None:
     assert not responder.is_done
     assert responder.receive(auth_i) == []
     assert responder.is_done
-
-    from crypto.hashing import sha3
 
     digest_r = sha3(b"QENEX/v1/handshake" + hello_i + hello_r + b"\x01")
     digest_i = sha3(b"QENEX/v1/handshake" + hello_i + hello_r + b"\x00")
