@@ -131,6 +131,8 @@ class Node:
         self.commit_event = trio.Event()
         self.last_commit_time = 0.0
         self.started = False
+        self.p2p_port: int | None = None
+        self.rpc_urls: list[str] = []
 
     # --- consensus records --------------------------------------------------------------------
 
@@ -459,12 +461,12 @@ class Node:
             inbound=inbound_send, peer_events=events_send, max_frame_size=cfg.p2p.max_frame_bytes,
         )
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.net.run)
+            self.p2p_port = await nursery.start(self.net.run)
             nursery.start_soon(self._inbound_loop, inbound_recv)
             nursery.start_soon(self._peer_events_loop, events_recv)
             nursery.start_soon(self._proposer_loop)
             nursery.start_soon(self._ticker_loop)
-            await nursery.start(serve_rpc, self)
+            self.rpc_urls = await nursery.start(serve_rpc, self)
             self.started = True
             log.info("node %s started: height %d, validator index %s, %d validators",
                      cfg.node.moniker, self.chain.head.height, self.index, self.n)

@@ -1,0 +1,50 @@
+"""Shared fixtures: a single-validator node running in-process with its real RPC server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import trio
+
+from crypto.keys import KeyPair
+from crypto.signatures import ED25519
+from node.config import ConsensusSection, NodeConfig, P2PSection, RPCSection
+from node.node import Node
+from node.setup import NodeKeys, validator_entry
+from state.kv import MemoryStore
+from state.types import Genesis
+
+
+@dataclass
+class LiveNode:
+    """A running node, its RPC URL and an HTTP client for it."""
+
+    node: Node
+    url: str
+    http: httpx.AsyncClient
+
+    async def rpc(self, method: str, *params: object) -> httpx.Response:
+        """POST one JSON-RPC request; returns the raw HTTP response."""
+        return await self.http.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                                    "params": list(params)})
+
+
+@pytest.fixture
+async def live_node(nursery: trio.Nursery) -> AsyncIterator[LiveNode]:
+    """One validator (n = 1, so it commits alone) with RPC on an ephemeral 127.0.0.1 port."""
+    keys = NodeKeys(KeyPair.generate(), KeyPair.generate(ED25519))
+    genesis = Genesis("qenex-test", 1_700_000_000_000, (validator_entry("solo", keys),))
+    config = NodeConfig(
+        rpc=RPCSection(host="127.0.0.1", port=0, max_body_bytes=64 * 1024, max_batch=10),
+        p2p=P2PSection(host="127.0.0.1", port=0),
+        consensus=ConsensusSection(block_interval_ms=50, empty_block_interval_ms=0),
+    )
+    node = Node(config=config, genesis=genesis, store=MemoryStore(), node_key=keys.node,
+                validator_key=keys.validator)
+    await nursery.start(node.run)
+    url = node.rpc_urls[0] + "/"
+    async with httpx.AsyncClient(timeout=30) as http:
+        yield LiveNode(node, url, http)
