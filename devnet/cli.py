@@ -168,7 +168,8 @@ def _summary(layout: Layout, result, start_height: int, height: int,  # type: ig
     all_lat = result.setup.latencies + result.funding.latencies + t.latencies
     console.print("\n[bold]QENEX devnet demo summary[/]")
     console.print(f"  chain id            {layout.chain_id}")
-    console.print(f"  blocks              {height - start_height} committed during the demo (height {start_height} -> {height})")
+    console.print(f"  blocks              {height - start_height} committed during the demo "
+                  f"(height {start_height} -> {height})")
     console.print(f"  transactions        {len(all_lat)} committed (1 deploy, 1 mint, "
                   f"{len(result.funding.latencies)} funding, {len(t.latencies)} transfers)")
     console.print(f"  transfer phase      {t.elapsed:.2f} s, {t.tps:.1f} tx/s")
@@ -228,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("up", help="start the network and run the demo workload")
     common(s)
     s.add_argument("--fresh", action="store_true", help="generate a new chain instead of restarting .devnet/")
-    s.add_argument("--exit-after-demo", action="store_true", help="stop after the summary; status 0 iff all checks held")
+    s.add_argument("--exit-after-demo", action="store_true",
+                   help="stop after the summary; status 0 iff all checks held")
     s.add_argument("--accounts", type=int, default=100)
     s.add_argument("--transfers", type=int, default=1000)
     s.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "big"))

@@ -39,7 +39,7 @@ class Running:
 
 async def start_node(node: NodeInfo) -> Running:
     """Start ``qenex-node start --home <home>`` with output appended to ``<home>/node.log``."""
-    log = open(Path(node.home) / "node.log", "ab")  # noqa: SIM115 - closed in stop_node
+    log = open(Path(node.home) / "node.log", "ab")  # noqa: ASYNC230, SIM115 - local file, closed in stop_node
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "node.cli", "start", "--home", node.home],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -514,7 +514,8 @@ class Node:
             if now - last_status >= c.status_interval_ms / 1000:
                 last_status = now
                 self.net.broadcast(M.pack(M.STATUS, self.status()))
-            if now - last_retransmit >= c.retransmit_ms / 1000 and now - self.last_commit_time >= c.retransmit_ms / 1000:
+            quiet = now - self.last_commit_time >= c.retransmit_ms / 1000
+            if quiet and now - last_retransmit >= c.retransmit_ms / 1000:
                 last_retransmit = now
                 for message in self.replica.retransmit():
                     kind = M.PRE_PREPARE if isinstance(message, PrePrepare) else M.VOTE

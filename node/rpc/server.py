@@ -290,7 +290,8 @@ class RPCApp:
     async def send_raw_and_wait(self, p: list[Any]) -> dict[str, Any]:
         """``qnx_sendRawTransactionAndWait``: admit, then return the receipt once committed."""
         timeout = 30.0 if p[1] is None else p[1]
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= self.limits.max_wait_seconds:
+        limit = self.limits.max_wait_seconds
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= limit:
             raise RPCError(INVALID_PARAMS, f"timeoutSeconds must be in (0, {self.limits.max_wait_seconds}]")
         raw = self._raw(p[0])
         try:
