@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 
 $(BIN)/qenex-node: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock setuptools
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation -c requirements.lock -e '.[test]'
 	touch $@
 
 install: $(BIN)/qenex-node   ## create .venv with the pinned dependencies

@@ -144,7 +144,7 @@ class Replica:
         self.chain_id = chain_id
         self.n = n
         self.f = (n - 1) // 3
-        self.quorum = 2 * self.f + 1
+        self.quorum = quorum_size(n)
         self.index = index
         self._sign = signer
         self._verify = verifier
@@ -354,7 +354,7 @@ class Replica:
             return []
         block_hash = slot.pre_prepare.block_hash
         actions: list[Action] = []
-        prepared = len(self._matching(slot.prepares, block_hash)) >= 2 * self.f
+        prepared = len(self._matching(slot.prepares, block_hash)) >= self.quorum - 1
         if prepared and not slot.sent_commit and self.index is not None:
             slot.sent_commit = True
             actions += self._vote(COMMIT, view, seq, block_hash, slot.commits)
@@ -388,20 +388,29 @@ class Replica:
         return actions
 
 
+def quorum_size(n: int) -> int:
+    """Votes needed out of ``n`` validators tolerating f = (n - 1) // 3 faults: ``n - f``.
+
+    For n = 3f + 1 this is PBFT's 2f + 1 (§4.2); for other n it still makes any two quorums share
+    more than f validators (2(n - f) - n > f), so safety holds whatever the set size.
+    """
+    return n - (n - 1) // 3
+
+
 def verify_certificate(
     cert: CommitCertificate, block_hash: Hash32, height: int, chain_id: str, n: int, verifier: Verifier
 ) -> None:
-    """Check that ``cert`` holds 2f + 1 valid COMMIT signatures of distinct validators for
+    """Check that ``cert`` holds ``quorum_size(n)`` (2f + 1) valid COMMIT signatures of distinct validators for
     ``block_hash`` at ``height`` (Castro & Liskov §4.2, committed certificate).
 
     Raises ``InvalidCertificate``.
     """
-    f = (n - 1) // 3
+    quorum = quorum_size(n)
     if cert.block_hash != block_hash or cert.height != height:
         raise InvalidCertificate("certificate is for another block or height")
     signers = [s.validator for s in cert.signatures]
-    if len(set(signers)) != len(signers) or len(signers) < 2 * f + 1:
-        raise InvalidCertificate(f"certificate has {len(set(signers))} distinct signers, needs {2 * f + 1}")
+    if len(set(signers)) != len(signers) or len(signers) < quorum:
+        raise InvalidCertificate(f"certificate has {len(set(signers))} distinct signers, needs {quorum}")
     for s in cert.signatures:
         if not 0 <= s.validator < n:
             raise InvalidCertificate(f"signer {s.validator} outside the validator set")

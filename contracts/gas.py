@@ -24,12 +24,12 @@ SSTORE: Final = 5_000
 LOG: Final = 375
 """Per event."""
 LOG_BYTE: Final = 8
-"""Per byte of an event's encoded topics and data."""
+"""Per byte of the event's canonical encoding ``encode((name, topics, data))``."""
 
 MAX_CALL_DEPTH: Final = 16
 """Deepest nesting of contract calls."""
 DEFAULT_BLOCK_GAS_LIMIT: Final = 2_000_000_000
-"""Sum of the gas limits of a block's transactions, unless genesis sets ``block_gas_limit``."""
+"""Sum of the gas limits of a block's transactions, unless genesis sets ``blockGasLimit``."""
 MAX_TX_GAS: Final = 50_000_000
 """Largest gas limit one transaction may ask for."""
 READ_CALL_GAS: Final = 10_000_000

@@ -127,6 +127,7 @@ class LocalChain:
 def amounts() -> st.SearchStrategy[int]:
     """Token amounts: mostly small, with the uint256 edges (so overflow and big balances show up)."""
     return st.one_of(
+        st.integers(min_value=0, max_value=20),
         st.integers(min_value=0, max_value=1_000),
         st.sampled_from((UINT256_MAX, UINT256_MAX - 1, 1 << 255)),
     )
@@ -166,7 +167,7 @@ def random_workload(seed: int, *, accounts: int = 4, blocks: int = 6, txs_per_bl
     token = Address(receipt.output[0])
     nonces = [chain.nonce(a) for a in addresses]
     for _ in range(blocks):
-        txs = []
+        txs: list[Transaction] = []
         for _ in range(txs_per_block):
             actor = rng.randrange(accounts)
             kind = rng.choice(TOKEN_OP_KINDS)

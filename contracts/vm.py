@@ -60,7 +60,7 @@ def storage_key(address: bytes, slot: bytes) -> bytes:
 
 
 def contract_address(sender: bytes, nonce: int, index: int) -> Address:
-    """Address of the contract created by ``sender``'s transaction ``nonce``, call ``index``."""
+    """Address of the ``index``-th contract (0-based) created by ``sender``'s transaction ``nonce``."""
     return Address(sha3(b"QENEX/v1/contract" + encode((sender, nonce, index)))[-20:])
 
 
@@ -133,7 +133,7 @@ class CallContext:
         self._overlay, self._events = overlay, events
         self.origin, self.caller, self.contract = origin, caller, contract
         self.depth, self.tx_nonce, self.readonly = depth, tx_nonce, readonly
-        self._created = 0
+        self._created: list[int] = [0]  # deploys so far in this transaction, shared by its call tree
 
     def load(self, slot: bytes) -> Value:
         """Read ``slot`` of this contract's storage (None if unset); charges ``SLOAD``."""
@@ -186,6 +186,8 @@ class VM:
                 raise Revert(f"no contract at 0x{to.hex()}")
             code_id = decode_value(raw_code)
             engine = self._engine(code_id)
+            if method == "init":
+                raise Revert("init runs only when the contract is deployed")
             if parent.readonly and not engine.is_readonly(code_id, method):
                 raise Revert(f"{method} is not a read-only method")
             ctx = CallContext(
@@ -193,6 +195,7 @@ class VM:
                 parent.contract, to, parent.depth + 1,
                 parent.tx_nonce, parent.readonly,
             )
+            ctx._created = parent._created
             result = engine.invoke(code_id, ctx, method, args)
         overlay.commit_into(parent._overlay)
         return result
@@ -205,8 +208,8 @@ class VM:
         code_id, init_args = args
         engine = self._engine(code_id)
         parent.meter.charge(G.DEPLOY)
-        address = contract_address(parent.origin, parent.tx_nonce, parent._created)
-        parent._created += 1
+        address = contract_address(parent.origin, parent.tx_nonce, parent._created[0])
+        parent._created[0] += 1
         if overlay.get(code_key(address)) is not None:
             raise Revert("contract address already in use")
         overlay.put(code_key(address), encode(code_id))
@@ -214,6 +217,7 @@ class VM:
             self, parent.env, overlay, parent.meter, parent._events, parent.origin,
             parent.origin, address, parent.depth + 1, parent.tx_nonce, False,
         )
+        ctx._created = parent._created
         engine.invoke(code_id, ctx, "init", init_args)
         return address
 

@@ -73,7 +73,6 @@ class Layout:
 def generate(
     root: Path = DEFAULT_ROOT, *, validators: int = 4, host: str = "127.0.0.1",
     base_rpc_port: int = BASE_RPC_PORT, base_p2p_port: int = BASE_P2P_PORT, scrypt_n: int = 1 << 14,
-    container_paths: bool = False,
 ) -> Layout:
     """Create a fresh devnet under ``root`` (removing an old one): keys, configs, one genesis.
 

@@ -25,6 +25,7 @@ import trio
 
 from node.config import NodeConfig
 from node.exceptions import ConfigError, NodeError
+from node.node import Node
 from state.exceptions import StateError
 
 
@@ -103,10 +104,7 @@ def setup_logging(level: str, logfile: Path | None = None) -> None:
     )
 
 
-async def _run_until_signal(node: object) -> None:
-    from node.node import Node
-
-    assert isinstance(node, Node)  # noqa: S101
+async def _run_until_signal(node: Node) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.run)
@@ -121,7 +119,7 @@ async def _run_until_signal(node: object) -> None:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from node.node import Node, data_path
+    from node.node import data_path
     from node.setup import open_home
     from state.kv import LevelDBStore
 

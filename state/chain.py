@@ -95,6 +95,12 @@ class ChainStore:
             raise StoreCorrupted(f"unreadable head record: {err}") from err
 
     def _check_consistency(self) -> None:
+        try:
+            self._check_records()
+        except DecodeError as err:
+            raise StoreCorrupted(f"unreadable record: {err}") from err
+
+    def _check_records(self) -> None:
         head = self._head
         if head.height > 0:
             block = self.block(head.height)
@@ -104,8 +110,8 @@ class ChainStore:
                 raise StoreCorrupted(f"block {head.height} hash {block.hash.hex()} != head {head.block_hash.hex()}")
             if block.header.state_root != head.state_root:
                 raise StoreCorrupted(f"block {head.height} state root differs from the head record")
-            if self.kv.get(b"b/" + _h(head.height + 1)) is not None:
-                raise StoreCorrupted(f"a block above the head ({head.height + 1}) is stored")
+        if self.kv.get(b"b/" + _h(head.height + 1)) is not None:
+            raise StoreCorrupted(f"a block above the head ({head.height + 1}) is stored")
         if self.state.root != head.state_root:
             raise StoreCorrupted(
                 f"state root {self.state.root.hex()} != head state root {head.state_root.hex()} "

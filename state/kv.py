@@ -29,8 +29,11 @@ class LevelDBStore:
         return value
 
     def write(self, ops: Iterable[WriteOp], *, sync: bool = True) -> None:
-        """Apply ``ops`` in one LevelDB write batch (``sync`` fsyncs the log before returning)."""
-        with self._db.write_batch(sync=sync) as batch:
+        """Apply ``ops`` in one LevelDB write batch (``sync`` fsyncs the log before returning).
+
+        ``transaction=True``: if building the batch raises, nothing is written.
+        """
+        with self._db.write_batch(sync=sync, transaction=True) as batch:
             for key, value in ops:
                 if value is None:
                     batch.delete(key)
@@ -47,6 +50,12 @@ class LevelDBStore:
             self._db.close()
 
 
+def _as_bytes(value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"keys and values are bytes, not {type(value).__name__}")
+    return bytes(value)
+
+
 class MemoryStore:
     """An in-memory ``KeyValueStore`` for tests: same atomicity, no durability."""
 
@@ -59,14 +68,17 @@ class MemoryStore:
         return self._data.get(key)
 
     def write(self, ops: Iterable[WriteOp], *, sync: bool = True) -> None:
-        """Apply ``ops`` atomically (all collected first, then applied under a lock)."""
-        staged = list(ops)
+        """Apply ``ops`` atomically: all are checked and converted first, then applied under a lock.
+
+        Raises ``TypeError`` (nothing applied) for a key or value that is not bytes-like.
+        """
+        staged = [(_as_bytes(k), None if v is None else _as_bytes(v)) for k, v in ops]
         with self._lock:
             for key, value in staged:
                 if value is None:
                     self._data.pop(key, None)
                 else:
-                    self._data[bytes(key)] = bytes(value)
+                    self._data[key] = value
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, value)`` with ``prefix``, in key order (a snapshot)."""

@@ -205,7 +205,8 @@ def test_dockerfile_installs_every_package_pinned() -> None:
     for source in copied:  # the build context is the repository root
         assert (REPO / source).exists(), source
     runs = " ".join(args for word, args in ins if word == "RUN")
-    assert re.search(r"pip install -c requirements\.lock \.(\s|$)", runs)
+    assert re.search(r"pip install [^&]*-c requirements\.lock setuptools", runs)  # the build backend, pinned
+    assert re.search(r"pip install [^&]*--no-build-isolation -c requirements\.lock \.(\s|$)", runs)
     users = [args for word, args in ins if word == "USER"]
     assert users and users[-1] not in ("root", "0") and not users[-1].startswith(("root:", "0:"))
     assert "--uid 10001" in runs

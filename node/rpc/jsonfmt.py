@@ -48,8 +48,8 @@ def value_to_json(v: Value) -> Any:
 def value_from_json(v: Any) -> Value:
     """A contract argument from JSON: ``0x…`` -> bytes, other strings stay strings, numbers -> int.
 
-    Integers beyond 2**53 are given as ``{"int": "<decimal>"}`` or as a decimal string where the
-    method declares an integer (the RPC layer converts by the method's declaration).
+    Integers are JSON numbers (any size: the server parses them exactly) or ``{"int": "<decimal>"}``
+    for clients whose JSON numbers are doubles; a plain string is always a string.
     """
     if isinstance(v, bool) or v is None:
         return v
