@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -120,8 +121,19 @@ async def _up(args: argparse.Namespace) -> int:
     running: list[Running] = []
     wallets = Wallets([n.rpc_url for n in layout.nodes])
     ok = False
+    terminated = False
     try:
         async with trio.open_nursery() as nursery:
+
+            async def on_sigterm() -> None:
+                nonlocal terminated
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+                    async for _ in signals:
+                        terminated = True
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(on_sigterm)
             for node in layout.nodes:
                 running.append(await start_node(node))
             console.print("started " + ", ".join(f"{r.node.name} (pid {r.process.pid})" for r in running))
@@ -144,13 +156,17 @@ async def _up(args: argparse.Namespace) -> int:
                 for node in layout.nodes:
                     console.print(f"  {node.name}: {node.rpc_url}   log: {node.log_path}")
                 console.print("Press Ctrl-C to stop every node.")
-    except NodeFailed as err:
-        console.print(f"[red]devnet failed: {err}")
-        return 1
-    except trio.TooSlowError:
-        console.print("[red]devnet failed: the network did not become ready in time. Logs:")
-        for node in layout.nodes:
-            console.print(f"  {node.name}: {node.log_path}")
+                nursery.start_soon(_watch_nodes, running)
+    except (NodeFailed, trio.TooSlowError, BaseExceptionGroup) as raised:
+        failure = _devnet_failure(raised)
+        if failure is None:
+            raise
+        if isinstance(failure, NodeFailed):
+            console.print(f"[red]devnet failed: {failure}")
+        else:
+            console.print("[red]devnet failed: the network did not become ready in time. Logs:")
+            for node in layout.nodes:
+                console.print(f"  {node.name}: {node.log_path}")
         return 1
     finally:
         with trio.CancelScope(shield=True):
@@ -159,7 +175,29 @@ async def _up(args: argparse.Namespace) -> int:
                 await stop_node(r)
             if running:
                 console.print(f"stopped {len(running)} validator processes")
+    if terminated:
+        console.print("terminated by signal")
+        return 143
     return 0 if ok else 1
+
+
+def _devnet_failure(raised: BaseException) -> BaseException | None:
+    """The ``NodeFailed`` or ``TooSlowError`` inside ``raised`` (Trio wraps task errors in groups)."""
+    if isinstance(raised, NodeFailed | trio.TooSlowError):
+        return raised
+    if isinstance(raised, BaseExceptionGroup):
+        for inner in raised.exceptions:
+            found = _devnet_failure(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def _watch_nodes(running: list[Running]) -> None:
+    """While the network is left running, report a node that dies."""
+    while True:
+        check_alive(running)
+        await trio.sleep(1.0)
 
 
 def _summary(layout: Layout, result, start_height: int, height: int,  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import trio
 
 from crypto.keys import KeyPair
@@ -35,6 +36,7 @@ class Stats:
 
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    retries: int = 0
     started: float = 0.0
     finished: float = 0.0
 
@@ -75,32 +77,74 @@ class Wallets:
             await c.aclose()
 
 
+RETRIES = 5
+"""Attempts per transaction when the HTTP connection fails (not when the node answers an error)."""
+
+
+def _fail(stats: Stats, message: str) -> None:
+    stats.failures.append(message)
+    if len(stats.failures) <= 3:  # say it now, not only in the summary
+        print(f"workload failure: {message}", flush=True)
+
+
 async def submit_all(wallets: Wallets, txs: Sequence[Transaction], *, concurrency: int = 200,
                      progress: Any = None) -> Stats:
-    """Send ``txs`` (spread over the endpoints) and wait for each receipt; collect latencies."""
-    stats = Stats(started=time.perf_counter())
-    limiter = trio.CapacityLimiter(concurrency)
+    """Send ``txs`` as wallets do and wait until each is committed; collect finality latencies.
 
-    async def one(tx: Transaction, client: AsyncClient) -> None:
-        async with limiter:
-            t0 = time.perf_counter()
+    Each sender submits its own transactions in nonce order (``qnx_sendRawTransaction``, spread
+    over the endpoints) without waiting for blocks; every admitted transaction then gets a waiter
+    (``qnx_sendRawTransactionAndWait`` of the same bytes is idempotent) that returns its receipt.
+    Submission never waits on a commit, so no ordering of tasks can deadlock the workload (a later
+    nonce holding a slot while the earlier one queues behind it). Latency runs from the moment the
+    transaction is sent to the moment its receipt (of the committed block) is back.
+    """
+    stats = Stats(started=time.perf_counter())
+    submit_slots = trio.CapacityLimiter(64)
+    wait_slots = trio.CapacityLimiter(concurrency)
+    by_sender: dict[bytes, list[Transaction]] = {}
+    for tx in txs:
+        by_sender.setdefault(tx.body.sender, []).append(tx)
+
+    async def call(client: AsyncClient, tx: Transaction, wait: bool) -> Any:
+        for attempt in range(1, RETRIES + 1):
             try:
-                receipt = await client.send_transaction(tx, wait=True, timeout=110.0)
-            except (RPCError, OSError) as err:
-                stats.failures.append(f"0x{tx.hash.hex()[:16]} via {client.url}: {err}")
+                return await client.send_transaction(tx, wait=wait, timeout=110.0)
+            except httpx.TransportError as err:
+                # the same transaction again is idempotent: a wallet retries a dropped connection
+                if attempt == RETRIES:
+                    raise RPCError(-32603, f"{type(err).__name__}: {err!r}") from err
+                stats.retries += 1
+                await trio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    async def wait_for(tx: Transaction, client: AsyncClient, t0: float) -> None:
+        async with wait_slots:
+            try:
+                receipt = await call(client, tx, wait=True)
+            except RPCError as err:
+                _fail(stats, f"0x{tx.hash.hex()[:16]} via {client.url}: {err}")
                 return
-            except Exception as err:  # httpx transport errors
-                stats.failures.append(f"0x{tx.hash.hex()[:16]} via {client.url}: {type(err).__name__}: {err}")
-                return
-            stats.latencies.append(time.perf_counter() - t0)
-            if receipt.get("status") != "success":
-                stats.failures.append(f"0x{tx.hash.hex()[:16]} reverted: {receipt.get('revertReason')}")
-            if progress is not None:
-                progress.committed += 1
+        stats.latencies.append(time.perf_counter() - t0)
+        if receipt.get("status") != "success":
+            _fail(stats, f"0x{tx.hash.hex()[:16]} reverted: {receipt.get('revertReason')}")
+        if progress is not None:
+            progress.committed += 1
+
+    async def sender(own: list[Transaction], nursery: trio.Nursery) -> None:
+        for tx in sorted(own, key=lambda t: t.body.nonce):
+            client = wallets.pick()
+            async with submit_slots:
+                t0 = time.perf_counter()
+                try:
+                    await call(client, tx, wait=False)
+                except RPCError as err:
+                    _fail(stats, f"0x{tx.hash.hex()[:16]} via {client.url}: {err}")
+                    return  # later nonces of this sender can not commit either
+            nursery.start_soon(wait_for, tx, client, t0)
 
     async with trio.open_nursery() as nursery:
-        for tx in txs:
-            nursery.start_soon(one, tx, wallets.pick())
+        for own in by_sender.values():
+            nursery.start_soon(sender, own, nursery)
     stats.finished = time.perf_counter()
     return stats
 
@@ -163,7 +207,6 @@ async def run_demo(wallets: Wallets, chain_id: str, *, accounts: int, transfers:
                                                 [transfer_call(token, recipient.address, amount)])))
         expected[sender.address] -= amount
         expected[recipient.address] += amount
-    planned.sort(key=lambda p: p[0])  # every sender's first transfer first
     transfer_stats = await submit_all(wallets, [tx for _, tx in planned], progress=progress)
 
     for stats, name in ((setup, "setup"), (funding, "funding"), (transfer_stats, "transfers")):

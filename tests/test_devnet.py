@@ -83,3 +83,19 @@ def test_devnet_demo_then_restart(tmp_path: Path) -> None:
     assert m is not None and int(m[1]) >= first_height, "blocks did not survive the restart"
     rows = summary_rows(out)
     assert len({r[2] for r in rows}) == 1 and min(r[1] for r in rows) > first_height
+
+
+def test_devnet_names_the_failing_node_and_its_log(tmp_path: Path) -> None:
+    home = tmp_path / "devnet"
+    ports = ["--base-rpc-port", str(free_block(4)), "--base-p2p-port", str(free_block(4))]
+    init = subprocess.run([sys.executable, "-m", "devnet.cli", "init", "--home", str(home), *ports],
+                          capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stdout + init.stderr
+    config = home / "node-2" / "config.toml"
+    config.write_text(config.read_text().replace("[node]\n", "[node]\nno_such_option = 1\n"))
+    code, out = run_devnet(["--home", str(home), "--exit-after-demo", *ports], timeout=120)
+    assert code == 1
+    assert "devnet failed: node-2 exited with status 2" in out
+    assert str(home / "node-2" / "node.log") in out
+    assert "unknown option node.no_such_option" in out  # the tail of its log says why
+    assert "stopped 4 validator processes" in out

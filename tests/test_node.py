@@ -1,0 +1,144 @@
+"""Node-level behaviour: catch-up from certified blocks, refusing bad ones, and a live 4-node network."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+import pytest
+import trio
+
+from consensus.messages import COMMIT, vote_signing_bytes
+from contracts.vm import DEPLOYER
+from crypto.hashing import sha3
+from crypto.keys import KeyPair
+from crypto.signatures import ED25519, Context
+from node import messages as M
+from node.config import ConsensusSection, NodeConfig, P2PSection, Peer, RPCSection
+from node.node import Node
+from node.rpc.client import deploy_token_call, sign_transaction
+from node.setup import NodeKeys, validator_entry
+from state.kv import MemoryStore
+from state.types import Block, Call, CommitCertificate, Genesis, ValidatorSignature
+from tests.test_devnet import free_block
+
+CHAIN = "qenex-node-test"
+
+
+def make_keys(n: int) -> list[NodeKeys]:
+    return [NodeKeys(KeyPair.generate(ED25519), KeyPair.generate(ED25519)) for _ in range(n)]
+
+
+def make_node(keys: list[NodeKeys], i: int, config: NodeConfig | None = None) -> Node:
+    genesis = Genesis(CHAIN, 1_700_000_000_000, tuple(validator_entry(f"v{j}", k) for j, k in enumerate(keys)))
+    return Node(config=config or NodeConfig(), genesis=genesis, store=MemoryStore(), node_key=keys[i].node,
+                validator_key=keys[i].validator)
+
+
+def certify(keys: list[NodeKeys], block: Block, signers: range = range(3)) -> CommitCertificate:
+    sigs = tuple(
+        ValidatorSignature(j, keys[j].validator.sign(Context.CONSENSUS, vote_signing_bytes(
+            CHAIN, COMMIT, block.header.view, block.height, block.hash, j)))
+        for j in signers
+    )
+    return CommitCertificate(block.height, block.header.view, block.hash, sigs)
+
+
+def grow_chain(node: Node, keys: list[NodeKeys], blocks: int) -> list[M.CertifiedBlock]:
+    """Commit ``blocks`` blocks on ``node`` (as primary), each with a deploy, and return them certified."""
+    out = []
+    user = KeyPair.generate(ED25519)
+    for nonce in range(blocks):
+        node.admit(sign_transaction(user, CHAIN, nonce, [deploy_token_call("T", "T", 0, user.address)], 100_000)
+                   .encode(), gossip=False)
+        block = node.build_block()
+        cert = certify(keys, block)
+        node.commit(block, cert)
+        out.append(M.CertifiedBlock(block, cert))
+    return out
+
+
+async def test_catch_up_applies_certified_blocks() -> None:
+    keys = make_keys(4)
+    leader, lagging = make_node(keys, 0), make_node(keys, 3)
+    blocks = grow_chain(leader, keys, 3)
+    lagging._apply_blocks(b"peer", M.Blocks(tuple(blocks)))
+    assert lagging.chain.head == leader.chain.head
+    assert lagging.replica.height == 3 and lagging.replica.head_hash == leader.chain.head.block_hash
+    # served back the same way by the protocol message (round trip through the codec)
+    payload = M.pack(M.BLOCKS, M.Blocks(tuple(blocks)))
+    kind, decoded = M.unpack(payload, 16 * 1024 * 1024)
+    assert kind == M.BLOCKS and decoded == M.Blocks(tuple(blocks))
+
+
+@pytest.mark.parametrize("tamper", ["too-few-signers", "forged-signature", "other-block", "bad-state-root"])
+async def test_catch_up_refuses_bad_certified_blocks(tamper: str) -> None:
+    keys = make_keys(4)
+    leader, lagging = make_node(keys, 0), make_node(keys, 3)
+    good = grow_chain(leader, keys, 2)
+    block, cert = good[1].block, good[1].certificate
+    if tamper == "too-few-signers":
+        cert = dataclasses.replace(cert, signatures=cert.signatures[:2])
+    elif tamper == "forged-signature":
+        sigs = list(cert.signatures)
+        sigs[0] = ValidatorSignature(0, keys[1].validator.sign(Context.CONSENSUS, b"something else"))
+        cert = dataclasses.replace(cert, signatures=tuple(sigs))
+    elif tamper == "other-block":
+        cert = certify(keys, good[0].block)
+    else:
+        header = dataclasses.replace(block.header, state_root=sha3(b"wrong"))
+        block = Block(header, block.transactions)
+        cert = certify(keys, block)  # even a quorum-signed block must execute to its roots
+    lagging._apply_blocks(b"bad-peer", M.Blocks((good[0], M.CertifiedBlock(block, cert))))
+    assert lagging.chain.head.height == 1, "the good first block is kept, the bad one refused"
+    assert lagging.sync.banned_until.get(b"bad-peer", 0) > 0
+
+
+async def test_invalid_proposals_are_not_voted_for() -> None:
+    keys = make_keys(4)
+    primary, backup = make_node(keys, 0), make_node(keys, 1)
+    user = KeyPair.generate(ED25519)
+    primary.admit(sign_transaction(user, CHAIN, 0, [Call(DEPLOYER, "deploy", ("token/v1", ("T", "T", 0,
+                                                                                           user.address)))],
+                                   100_000).encode(), gossip=False)
+    block = primary.build_block()
+    bad = Block(dataclasses.replace(block.header, receipts_root=sha3(b"x")), block.transactions)
+    pre = primary.replica.propose(bad)[1].message
+    persisted_before = list(backup.chain.kv.iterate(b"k/vote"))
+    backup.carry_out(backup.replica.receive(pre))
+    assert list(backup.chain.kv.iterate(b"k/vote")) == persisted_before  # no PREPARE was recorded
+    assert backup.chain.head.height == 0
+
+
+@pytest.mark.slow
+async def test_four_nodes_commit_and_a_late_node_catches_up(nursery: trio.Nursery) -> None:
+    keys = make_keys(4)
+    p2p, rpc = free_block(4), free_block(4)
+    nodes = []
+    for i in range(4):
+        peers = tuple(Peer(keys[j].node.address, "127.0.0.1", p2p + j).render() for j in range(4) if j != i)
+        cfg = NodeConfig(rpc=RPCSection(port=rpc + i), p2p=P2PSection(port=p2p + i, peers=peers),
+                         consensus=ConsensusSection(block_interval_ms=50, empty_block_interval_ms=200,
+                                                    status_interval_ms=200, retransmit_ms=300))
+        nodes.append(make_node(keys, i, cfg))
+    for node in nodes[:3]:
+        await nursery.start(node.run)
+    user = KeyPair.generate()
+    async with httpx.AsyncClient(timeout=30) as http:
+        tx = sign_transaction(user, CHAIN, 0, [deploy_token_call("T", "T", 0, user.address)], 200_000)
+        r = await http.post(f"http://127.0.0.1:{rpc + 1}/", json={
+            "jsonrpc": "2.0", "id": 1, "method": "qnx_sendRawTransactionAndWait",
+            "params": ["0x" + tx.encode().hex(), 30]})
+        assert r.json()["result"]["status"] == "success", r.json()
+    with trio.fail_after(30):
+        while min(n.chain.head.height for n in nodes[:3]) < 5:
+            await nodes[0].commit_event.wait()
+    await nursery.start(nodes[3].run)  # joins late: must fetch the certified blocks it missed
+    with trio.fail_after(30):
+        while nodes[3].chain.head.height < 6:
+            await nodes[3].commit_event.wait()
+    h = nodes[3].chain.head.height
+    for n in nodes[:3]:
+        assert n.chain.block(h) is None or n.chain.block(h).hash == nodes[3].chain.block(h).hash
+    assert nodes[3].chain.receipt(tx.hash) is not None
+    assert len({n.chain.block(3).header.state_root for n in nodes}) == 1
