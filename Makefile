@@ -18,8 +18,9 @@ install: $(BIN)/qenex-node   ## create .venv with the pinned dependencies
 devnet: install              ## start a local 4-validator network and run the demo workload
 	$(BIN)/qenex-devnet up $(DEVNET_ARGS)
 
-test: install                ## the whole suite (unit, property, multi-process)
+test: install                ## lint, types, then the whole suite (unit, property, multi-process)
 	$(BIN)/ruff check .
+	$(BIN)/mypy consensus state crypto contracts
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-quick: install          ## everything but the multi-process tests
@@ -27,6 +28,7 @@ test-quick: install          ## everything but the multi-process tests
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy consensus state crypto contracts
 
 bench: install               ## sustained load against a fresh devnet
 	$(BIN)/qenex-devnet bench --duration 30

@@ -373,8 +373,8 @@ class Replica:
         self.head_hash = head_hash
         for key in [k for k in self._slots if k[1] <= height]:
             del self._slots[key]
-        for key in [k for k in self._seen if k[2] <= height]:
-            del self._seen[key]
+        for seen in [k for k in self._seen if k[2] <= height]:
+            del self._seen[seen]
         for kv in [k for k in self._votes if k[2] < height - self.window]:
             del self._votes[kv]
         for seq in [s for s in self._future if s <= height]:

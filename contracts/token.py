@@ -64,7 +64,7 @@ class Token(BuiltinContract):
     @method(readonly=True, name="totalSupply")
     def total_supply(self, ctx: CallContext) -> int:
         """Total supply in base units."""
-        return ctx.load(b"supply") or 0  # type: ignore[no-any-return]
+        return ctx.load(b"supply") or 0
 
     @method(readonly=True)
     def minter(self, ctx: CallContext) -> bytes:
@@ -74,12 +74,12 @@ class Token(BuiltinContract):
     @method(Addr, readonly=True, name="balanceOf")
     def balance_of(self, ctx: CallContext, owner: bytes) -> int:
         """Balance of ``owner`` in base units."""
-        return ctx.load(b"b" + owner) or 0  # type: ignore[no-any-return]
+        return ctx.load(b"b" + owner) or 0
 
     @method(Addr, Addr, readonly=True)
     def allowance(self, ctx: CallContext, owner: bytes, spender: bytes) -> int:
         """What ``spender`` may still move from ``owner``, in base units."""
-        return ctx.load(b"a" + owner + spender) or 0  # type: ignore[no-any-return]
+        return ctx.load(b"a" + owner + spender) or 0
 
     # --- writes -------------------------------------------------------------------------------
 

@@ -89,7 +89,8 @@ def encode(value: Value) -> bytes:
     Raises ``TypeError`` for a type outside the profile, ``ValueError`` for an integer beyond
     2**512 - 1 or nesting deeper than ``MAX_DEPTH``.
     """
-    return msgpack.packb(_to_wire(value), use_bin_type=True)
+    packed: bytes = msgpack.packb(_to_wire(value), use_bin_type=True)
+    return packed
 
 
 def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Value:

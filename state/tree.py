@@ -31,9 +31,9 @@ def merkle_root(leaves: list[bytes]) -> Hash32:
     """The binary Merkle root of ``leaves`` (already hashed), as described above."""
     if not leaves:
         return EMPTY_ROOT
-    level = leaves
+    level: list[bytes] = list(leaves)
     while len(level) > 1:
-        nxt = [sha3_concat(b"\x01", level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        nxt: list[bytes] = [sha3_concat(b"\x01", level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
