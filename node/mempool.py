@@ -21,6 +21,8 @@ class _Entry:
     tx: Transaction
     size: int
     arrival: int
+    raw: bytes = b""
+    gossiped_at: float = 0.0
 
 
 class Mempool:
@@ -56,7 +58,7 @@ class Mempool:
         entry = self._by_hash.get(tx.hash)
         return entry is not None and entry.tx.signature == tx.signature
 
-    def add(self, tx: Transaction, size: int, account_nonce: int) -> bool:
+    def add(self, tx: Transaction, size: int, account_nonce: int, *, raw: bytes = b"", now: float = 0.0) -> bool:
         """Admit a verified ``tx`` of ``size`` encoded bytes; False if it is already pending.
 
         Raises ``TxRejected``: ``nonce too low``, ``nonce too high`` (beyond the window),
@@ -75,7 +77,7 @@ class Mempool:
         if len(self._by_hash) >= self.max_txs or self._bytes + size > self.max_bytes:
             raise TxRejected("mempool full", f"{len(self._by_hash)} transactions, {self._bytes} bytes pending")
         self._arrivals += 1
-        entry = _Entry(tx, size, self._arrivals)
+        entry = _Entry(tx, size, self._arrivals, raw, now)
         self._by_hash[tx.hash] = entry
         self._by_sender.setdefault(body.sender, {})[body.nonce] = entry
         self._bytes += size
@@ -99,6 +101,24 @@ class Mempool:
             if len(out) >= limit:
                 break
         return out
+
+    def regossip(self, now: float, older_than: float, limit: int) -> list[bytes]:
+        """Raw bytes of up to ``limit`` transactions last gossiped ``older_than`` seconds before
+        ``now`` (oldest first); marks them gossiped at ``now``.
+
+        Gossip is best effort (a peer may have been disconnected, or its queue full), so pending
+        transactions are offered again until a block takes them.
+        """
+        due = [e for e in self._by_hash.values() if e.raw and now - e.gossiped_at >= older_than]
+        due.sort(key=lambda e: e.arrival)
+        for e in due[:limit]:
+            e.gossiped_at = now
+        return [e.raw for e in due[:limit]]
+
+    def pending_raw(self, limit: int) -> list[bytes]:
+        """Raw bytes of up to ``limit`` pending transactions, oldest first (for a peer that connects)."""
+        entries = sorted(self._by_hash.values(), key=lambda e: e.arrival)
+        return [e.raw for e in entries[:limit] if e.raw]
 
     def remove(self, txs: Iterable[Transaction]) -> None:
         """Drop ``txs`` (committed or invalid) by hash."""

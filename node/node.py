@@ -50,6 +50,13 @@ from state.types import MAX_TX_SIZE, Block, BlockHeader, CommitCertificate, Gene
 
 log = logging.getLogger("qenex.node")
 
+GOSSIP_ON_CONNECT = 5_000
+"""Pending transactions pushed to a peer when it connects."""
+REGOSSIP_AFTER = 3.0
+"""Seconds a transaction stays pending before it is offered to the peers again."""
+REGOSSIP_BATCH = 500
+"""Most transactions re-offered per status tick."""
+
 MAX_BLOCK_TXS = 10_000
 """Protocol limit on transactions per block (validity rule; config.max_block_txs is the builder's)."""
 
@@ -194,7 +201,9 @@ class Node:
             raise TxRejected("intrinsic gas too low", f"gas limit {body.gas_limit} < intrinsic {need}")
         if body.gas_limit > min(G.MAX_TX_GAS, self.block_gas_limit):
             raise TxRejected("gas limit too high", f"{body.gas_limit} > {min(G.MAX_TX_GAS, self.block_gas_limit)}")
-        if self.mempool.add(tx, len(raw), self.account_nonce(body.sender)) and gossip and self.net is not None:
+        now = trio.current_time()
+        if self.mempool.add(tx, len(raw), self.account_nonce(body.sender), raw=raw, now=now) and gossip \
+                and self.net is not None:
             self.net.broadcast(M.pack(M.TX, raw))
         return tx.hash
 
@@ -481,6 +490,9 @@ class Node:
         async for kind, peer in events:
             if kind == "connected" and self.net is not None:
                 self.net.send(peer, M.pack(M.STATUS, self.status()))
+                for raw in self.mempool.pending_raw(GOSSIP_ON_CONNECT):
+                    if not self.net.send(peer, M.pack(M.TX, raw)):
+                        break  # its queue is full; the periodic re-gossip offers the rest
             elif kind == "disconnected":
                 self.sync.peer_heights.pop(peer, None)
                 if self.sync.peer == peer:
@@ -514,6 +526,8 @@ class Node:
             if now - last_status >= c.status_interval_ms / 1000:
                 last_status = now
                 self.net.broadcast(M.pack(M.STATUS, self.status()))
+                for raw in self.mempool.regossip(now, REGOSSIP_AFTER, REGOSSIP_BATCH):
+                    self.net.broadcast(M.pack(M.TX, raw))
             quiet = now - self.last_commit_time >= c.retransmit_ms / 1000
             if quiet and now - last_retransmit >= c.retransmit_ms / 1000:
                 last_retransmit = now

@@ -62,7 +62,8 @@ def summary_rows(out: str) -> list[tuple[str, int, str]]:
 
 def test_devnet_demo_then_restart(tmp_path: Path) -> None:
     home = tmp_path / "devnet"
-    ports = ["--base-rpc-port", str(free_block(4)), "--base-p2p-port", str(free_block(4))]
+    base = free_block(8)
+    ports = ["--base-rpc-port", str(base), "--base-p2p-port", str(base + 4)]
     common = ["--home", str(home), "--exit-after-demo", "--accounts", "20", "--transfers", "200", "--seed", "7", *ports]
     code, out = run_devnet(["--fresh", *common])
     assert code == 0, out[-4000:]
@@ -87,7 +88,8 @@ def test_devnet_demo_then_restart(tmp_path: Path) -> None:
 
 def test_devnet_names_the_failing_node_and_its_log(tmp_path: Path) -> None:
     home = tmp_path / "devnet"
-    ports = ["--base-rpc-port", str(free_block(4)), "--base-p2p-port", str(free_block(4))]
+    base = free_block(8)
+    ports = ["--base-rpc-port", str(base), "--base-p2p-port", str(base + 4)]
     init = subprocess.run([sys.executable, "-m", "devnet.cli", "init", "--home", str(home), *ports],
                           capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stdout + init.stderr

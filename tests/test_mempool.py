@@ -281,3 +281,24 @@ def test_holds_verified_with_ed25519() -> None:
     assert mp.holds_verified(tx(KEYS[0], 0))  # deterministic signature: identical bytes
     flipped = bytes([T(0, 0).signature[0] ^ 1]) + T(0, 0).signature[1:]
     assert not mp.holds_verified(dataclasses.replace(T(0, 0), signature=flipped))
+
+
+def test_pending_transactions_are_offered_again_until_taken() -> None:
+    """Gossip is best effort: what is still pending is re-offered, oldest first, after a delay."""
+    from crypto.keys import KeyPair
+    from crypto.signatures import ED25519
+    from node.mempool import Mempool
+    from node.rpc.client import sign_transaction, transfer_call
+
+    key = KeyPair.generate(ED25519)
+    pool = Mempool(max_txs=10, max_bytes=10**6, nonce_window=10)
+    txs = [sign_transaction(key, "c", n, [transfer_call(b"\x01" * 20, b"\x02" * 20, 1)]) for n in range(3)]
+    for i, tx in enumerate(txs):
+        raw = tx.encode()
+        pool.add(tx, len(raw), 0, raw=raw, now=float(i))
+    assert pool.pending_raw(2) == [txs[0].encode(), txs[1].encode()]
+    assert pool.regossip(now=3.0, older_than=2.5, limit=10) == [txs[0].encode()]
+    assert pool.regossip(now=3.5, older_than=2.5, limit=10) == [txs[1].encode()]  # 0 was just re-offered
+    pool.remove([txs[2]])
+    assert pool.regossip(now=10.0, older_than=2.5, limit=1) == [txs[0].encode()]  # limit, oldest first
+    assert pool.regossip(now=10.0, older_than=2.5, limit=5) == [txs[1].encode()]

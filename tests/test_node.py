@@ -113,7 +113,8 @@ async def test_invalid_proposals_are_not_voted_for() -> None:
 @pytest.mark.slow
 async def test_four_nodes_commit_and_a_late_node_catches_up(nursery: trio.Nursery) -> None:
     keys = make_keys(4)
-    p2p, rpc = free_block(4), free_block(4)
+    rpc = free_block(8)
+    p2p = rpc + 4
     nodes = []
     for i in range(4):
         peers = tuple(Peer(keys[j].node.address, "127.0.0.1", p2p + j).render() for j in range(4) if j != i)
@@ -121,14 +122,21 @@ async def test_four_nodes_commit_and_a_late_node_catches_up(nursery: trio.Nurser
                          consensus=ConsensusSection(block_interval_ms=50, empty_block_interval_ms=200,
                                                     status_interval_ms=200, retransmit_ms=300))
         nodes.append(make_node(keys, i, cfg))
-    for node in nodes[:3]:
-        await nursery.start(node.run)
+    # node 1 admits a transaction while it has no peer at all: gossip must still bring it to the
+    # primary once they connect (pending transactions are pushed on connect, and re-offered)
+    await nursery.start(nodes[1].run)
     user = KeyPair.generate()
-    async with httpx.AsyncClient(timeout=30) as http:
-        tx = sign_transaction(user, CHAIN, 0, [deploy_token_call("T", "T", 0, user.address)], 200_000)
+    tx = sign_transaction(user, CHAIN, 0, [deploy_token_call("T", "T", 0, user.address)], 200_000)
+    async with httpx.AsyncClient(timeout=60) as http:
         r = await http.post(f"http://127.0.0.1:{rpc + 1}/", json={
-            "jsonrpc": "2.0", "id": 1, "method": "qnx_sendRawTransactionAndWait",
-            "params": ["0x" + tx.encode().hex(), 30]})
+            "jsonrpc": "2.0", "id": 1, "method": "qnx_sendRawTransaction", "params": ["0x" + tx.encode().hex()]})
+        assert r.json()["result"] == "0x" + tx.hash.hex()
+        assert len(nodes[1].net.connected()) == 0
+        for node in (nodes[0], nodes[2]):
+            await nursery.start(node.run)
+        r = await http.post(f"http://127.0.0.1:{rpc + 1}/", json={
+            "jsonrpc": "2.0", "id": 2, "method": "qnx_sendRawTransactionAndWait",
+            "params": ["0x" + tx.encode().hex(), 45]})
         assert r.json()["result"]["status"] == "success", r.json()
     with trio.fail_after(30):
         while min(n.chain.head.height for n in nodes[:3]) < 5:
