@@ -243,22 +243,33 @@ class VM:
         raw = get(nonce_key(address))
         return 0 if raw is None else int(decode_value(raw))
 
-    def check_tx(self, tx: Transaction, state: Callable[[bytes], bytes | None], chain_id: str) -> None:
-        """Stateful admission checks other than the signature (chain id, nonce, gas).
+    @staticmethod
+    def check_static(tx: Transaction, chain_id: str, max_gas: int = G.MAX_TX_GAS) -> None:
+        """The checks that need no state: chain id, at least one call, gas limit bounds.
 
-        Raises ``TxRejected`` with reason ``wrong chain id``, ``nonce too low``, ``nonce too
-        high``, ``gas limit too high``, ``intrinsic gas too low`` or ``no calls``.
+        Raises ``TxRejected`` (``wrong chain id``, ``no calls``, ``gas limit too high``,
+        ``intrinsic gas too low``).
         """
         body = tx.body
         if body.chain_id != chain_id:
             raise TxRejected("wrong chain id", f"transaction is for {body.chain_id!r}, this is {chain_id!r}")
         if not body.calls:
             raise TxRejected("no calls", "a transaction carries at least one call")
-        if body.gas_limit > G.MAX_TX_GAS:
-            raise TxRejected("gas limit too high", f"{body.gas_limit} > {G.MAX_TX_GAS}")
+        limit = min(max_gas, G.MAX_TX_GAS)
+        if body.gas_limit > limit:
+            raise TxRejected("gas limit too high", f"{body.gas_limit} > {limit}")
         need = G.intrinsic_gas(len(tx.signing_bytes))
         if body.gas_limit < need:
             raise TxRejected("intrinsic gas too low", f"gas limit {body.gas_limit} < intrinsic {need}")
+
+    def check_tx(self, tx: Transaction, state: Callable[[bytes], bytes | None], chain_id: str) -> None:
+        """Stateful admission checks other than the signature (chain id, nonce, gas).
+
+        Raises ``TxRejected`` with reason ``wrong chain id``, ``nonce too low``, ``nonce too
+        high``, ``gas limit too high``, ``intrinsic gas too low`` or ``no calls``.
+        """
+        self.check_static(tx, chain_id)
+        body = tx.body
         expected = self.account_nonce(state, body.sender)
         if body.nonce < expected:
             raise TxRejected("nonce too low", f"next nonce is {expected}, got {body.nonce}")

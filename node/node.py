@@ -169,15 +169,14 @@ class Node:
         return self.vm.account_nonce(self.chain.state.get, address)
 
     def decode_tx(self, raw: bytes) -> Transaction:
-        """Decode and verify a raw transaction (size, encoding, signature, chain id, gas bounds).
+        """Decode and check a raw transaction: size, encoding, chain id, gas bounds, then signature.
 
         Raises ``DecodeError``, ``InvalidSignature`` or ``TxRejected``.
         """
         if len(raw) > MAX_TX_SIZE:
             raise DecodeError(f"transaction is {len(raw)} bytes, over the limit of {MAX_TX_SIZE}")
         tx = Transaction.decode(raw, max_size=MAX_TX_SIZE)
-        if tx.body.chain_id != self.chain_id:
-            raise TxRejected("wrong chain id", f"transaction is for {tx.body.chain_id!r}, this is {self.chain_id!r}")
+        self.vm.check_static(tx, self.chain_id, self.block_gas_limit)
         if not self.mempool.holds_verified(tx):
             tx.verify_signature()
         return tx
@@ -194,13 +193,6 @@ class Node:
         if self.chain.tx_location(tx.hash) is not None:
             raise TxRejected("already committed", f"transaction 0x{tx.hash.hex()} is in the chain")
         body = tx.body
-        if not body.calls:
-            raise TxRejected("no calls", "a transaction carries at least one call")
-        need = G.intrinsic_gas(len(tx.signing_bytes))
-        if body.gas_limit < need:
-            raise TxRejected("intrinsic gas too low", f"gas limit {body.gas_limit} < intrinsic {need}")
-        if body.gas_limit > min(G.MAX_TX_GAS, self.block_gas_limit):
-            raise TxRejected("gas limit too high", f"{body.gas_limit} > {min(G.MAX_TX_GAS, self.block_gas_limit)}")
         now = trio.current_time()
         if self.mempool.add(tx, len(raw), self.account_nonce(body.sender), raw=raw, now=now) and gossip \
                 and self.net is not None:
