@@ -14,7 +14,7 @@ from typing import Final
 
 from crypto.hashing import Hash32
 from state.codec import Struct, encode
-from state.types import Block
+from state.types import Block, CommitCertificate
 
 PRE_PREPARE: Final = 1
 PREPARE: Final = 2
@@ -67,3 +67,63 @@ class Evidence(Struct):
     first_signature: bytes
     second_hash: Hash32
     second_signature: bytes
+
+
+VIEW_CHANGE: Final = 4
+NEW_VIEW: Final = 5
+KIND_NAMES.update({VIEW_CHANGE: "view-change", NEW_VIEW: "new-view"})
+
+
+@dataclass(frozen=True)
+class PreparedCertificate(Struct):
+    """Proof that a block was prepared (§4.2): its pre-prepare and quorum - 1 matching PREPAREs of
+    distinct backups, all in the pre-prepare's view and sequence number."""
+
+    pre_prepare: PrePrepare
+    prepares: tuple[Vote, ...]
+
+
+@dataclass(frozen=True)
+class ViewChange(Struct):
+    """VIEW-CHANGE to ``new_view`` (§4.4): the sender's committed ``height`` and ``head_hash`` with
+    the commit ``certificate`` proving them (None at height 0), and its prepared certificate for
+    ``height + 1`` if it has one. Signed over ``view_change_signing_bytes``."""
+
+    new_view: int
+    height: int
+    head_hash: Hash32
+    certificate: CommitCertificate | None
+    prepared: PreparedCertificate | None
+    validator: int
+    signature: bytes
+
+    def unsigned(self) -> tuple[object, ...]:
+        """The fields the signature covers (all but the signature)."""
+        return (self.new_view, self.height, self.head_hash, self.certificate, self.prepared, self.validator)
+
+
+@dataclass(frozen=True)
+class NewView(Struct):
+    """NEW-VIEW for ``view`` (§4.4): the quorum of VIEW-CHANGEs it rests on and, if one of them
+    holds a prepared certificate for the next height, the re-proposal of that block (the O set,
+    here at most one pre-prepare). Signed by the primary of ``view``."""
+
+    view: int
+    view_changes: tuple[ViewChange, ...]
+    pre_prepare: PrePrepare | None
+    validator: int
+    signature: bytes
+
+    def unsigned(self) -> tuple[object, ...]:
+        """The fields the signature covers (all but the signature)."""
+        return (self.view, self.view_changes, self.pre_prepare, self.validator)
+
+
+def view_change_signing_bytes(chain_id: str, vc: ViewChange) -> bytes:
+    """The exact bytes a validator signs for its VIEW-CHANGE."""
+    return encode(("QENEX/v1/view-change", chain_id, *vc.unsigned()))
+
+
+def new_view_signing_bytes(chain_id: str, nv: NewView) -> bytes:
+    """The exact bytes the new primary signs for its NEW-VIEW."""
+    return encode(("QENEX/v1/new-view", chain_id, *nv.unsigned()))

@@ -18,27 +18,47 @@ Everything that affects the state machine lives here; there is no socket, clock 
 * Messages for sequence numbers above h + 1 inside the window are kept and replayed in order;
   two conflicting signed messages of one validator become ``Evidence``.
 
-View change, checkpoints and watermarks (§4.3, §4.4) come next; the state is already keyed by
-(view, seq) so they fit on top.
+View change (§4.4), simplified by there being one undecided sequence number at a time: on
+``on_timeout`` a replica stops taking part in its view and sends a signed VIEW-CHANGE for the next
+one, carrying its committed height with the commit certificate that proves it and, if it prepared
+the next block, that block's prepared certificate (persisted before its COMMIT left). The primary
+of the new view gathers a quorum of them and sends NEW-VIEW; the re-proposal it carries (the O
+set, here at most one pre-prepare) must be the prepared block of the highest view for the
+height above the highest proven one, so a block that may have committed anywhere is never
+replaced. Every replica checks NEW-VIEW against the VIEW-CHANGEs inside it before installing the
+view; one that is behind the proven height catches up first (``SyncTo``). A replica that sees f + 1
+VIEW-CHANGEs for higher views joins the smallest of them (§4.5.2). VIEW-CHANGE and NEW-VIEW are
+recorded (``PersistVote``), so a restarted replica resumes in the view it had reached.
+
+Checkpoints and watermarks (§4.3) come next; the commit certificate of each block already serves
+as the proof of a stable prefix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from consensus.exceptions import InvalidCertificate, InvalidMessage
 from consensus.messages import (
     COMMIT,
+    NEW_VIEW,
     PRE_PREPARE,
     PREPARE,
+    VIEW_CHANGE,
     Evidence,
+    NewView,
+    PreparedCertificate,
     PrePrepare,
+    ViewChange,
     Vote,
+    new_view_signing_bytes,
+    view_change_signing_bytes,
     vote_signing_bytes,
 )
 from crypto.exceptions import InvalidSignature
-from crypto.hashing import Hash32
+from crypto.hashing import ZERO_HASH, Hash32
 from state.types import Block, CommitCertificate, ValidatorSignature
 
 Verifier = Callable[[int, bytes, bytes], None]
@@ -57,7 +77,7 @@ DEFAULT_WINDOW = 16
 class Broadcast:
     """Send ``message`` (a ``PrePrepare`` or ``Vote``) to every other validator."""
 
-    message: PrePrepare | Vote
+    message: PrePrepare | Vote | ViewChange | NewView
 
 
 @dataclass(frozen=True)
@@ -91,13 +111,39 @@ class CommitBlock:
 
 
 @dataclass(frozen=True)
+class PersistPrepared:
+    """Durably record ``certificate`` (this replica prepared its block) before the COMMIT leaves."""
+
+    certificate: PreparedCertificate
+
+
+@dataclass(frozen=True)
+class SyncTo:
+    """Fetch certified blocks up to ``height`` (proven by ``certificate``), then call ``synced``."""
+
+    height: int
+    head_hash: Hash32
+    certificate: CommitCertificate | None
+
+
+@dataclass(frozen=True)
+class ViewInstalled:
+    """This replica now takes part in ``view`` (restart the progress timer)."""
+
+    view: int
+
+
+@dataclass(frozen=True)
 class RecordEvidence:
     """A validator equivocated; keep ``evidence``."""
 
     evidence: Evidence
 
 
-Action = Broadcast | PersistVote | ValidateBlock | CommitBlock | RecordEvidence
+Message = PrePrepare | Vote | ViewChange | NewView
+Action = (
+    Broadcast | PersistVote | PersistPrepared | ValidateBlock | CommitBlock | RecordEvidence | SyncTo | ViewInstalled
+)
 
 
 # --- per-sequence state ----------------------------------------------------------------------------
@@ -130,11 +176,16 @@ class Replica:
         view: int = 0,
         votes: Mapping[tuple[int, int, int], Hash32] | None = None,
         window: int = DEFAULT_WINDOW,
+        head_certificate: CommitCertificate | None = None,
+        prepared: PreparedCertificate | None = None,
+        genesis_hash: Hash32 | None = None,
     ) -> None:
         """Start at committed ``height`` with head ``head_hash``.
 
         ``index`` is this validator's position (None for an observer that never votes);
-        ``votes`` are the records of earlier ``PersistVote`` actions, keyed (kind, view, seq).
+        ``votes`` are the records of earlier ``PersistVote`` actions, keyed (kind, view, seq), and
+        ``prepared`` the last ``PersistPrepared`` one; ``head_certificate`` proves the head (None at
+        height 0); ``genesis_hash`` is the head hash of height 0 (default ``head_hash``).
         Raises ``ValueError`` for n < 1 or an index outside the set.
         """
         if n < 1 or (index is not None and not 0 <= index < n):
@@ -157,6 +208,17 @@ class Replica:
         self._future: dict[int, list[PrePrepare | Vote]] = {}
         self.evidence: list[Evidence] = []
         self._seen: dict[tuple[int, int, int, int], tuple[Hash32, bytes]] = {}
+        self.head_certificate = head_certificate
+        self.genesis_hash = genesis_hash if genesis_hash is not None else head_hash
+        self._prepared = prepared if prepared is not None and prepared.pre_prepare.seq == height + 1 else None
+        self._view_changes: dict[int, dict[int, ViewChange]] = {}
+        self._later: dict[int, list[PrePrepare | Vote]] = {}
+        self._own_vc: ViewChange | None = None
+        self._own_nv: NewView | None = None
+        changed = [k[1] for k in self._votes if k[0] == VIEW_CHANGE]
+        installed = [k[1] for k in self._votes if k[0] == NEW_VIEW]
+        self.view = max([view, *changed, *installed])
+        self.active = self.view == view or self.view in installed
 
     # --- roles ------------------------------------------------------------------------------------
 
@@ -166,8 +228,8 @@ class Replica:
 
     @property
     def is_primary(self) -> bool:
-        """Whether this replica is the primary of the current view."""
-        return self.index == self.primary()
+        """Whether this replica is the primary of the current view and that view is installed."""
+        return self.active and self.index == self.primary()
 
     @property
     def next_seq(self) -> int:
@@ -192,7 +254,7 @@ class Replica:
         """
         seq = self.next_seq
         if not self.is_primary or self.index is None or self._sign is None:
-            raise ValueError("only the primary proposes")
+            raise ValueError("only the primary of an installed view proposes")
         if block.header.height != seq or block.header.prev_hash != self.head_hash or block.header.view != self.view:
             raise ValueError("the block does not extend the head in this view")
         earlier = self._votes.get((PRE_PREPARE, self.view, seq))
@@ -210,13 +272,22 @@ class Replica:
         actions += self._advance(self.view, seq)
         return actions
 
-    def receive(self, message: PrePrepare | Vote) -> list[Action]:
+    def receive(self, message: Message) -> list[Action]:
         """A message arrived from a peer. Raises ``InvalidMessage`` if it is malformed or forged."""
-        if message.view != self.view or message.seq <= self.height:
-            return []  # another view, or already decided
-        if message.seq > self.height + 1 + self.window:
+        if isinstance(message, ViewChange):
+            return self._on_view_change(message)
+        if isinstance(message, NewView):
+            return self._on_new_view(message)
+        if message.view < self.view or message.seq <= self.height:
+            return []  # an older view, or already decided
+        if message.seq > self.height + 1 + self.window or message.view > self.view + self.window:
             return []  # beyond the window; the node's catch-up covers it
         self._check_signature(message)
+        if message.view > self.view or not self.active:
+            later = self._later.setdefault(message.view, [])
+            if len(later) < 64 * self.n:
+                later.append(message)  # replayed once that view is installed
+            return []
         actions = self._note_equivocation(message)
         if message.seq > self.next_seq:
             self._future.setdefault(message.seq, []).append(message)
@@ -245,22 +316,31 @@ class Replica:
             slot.validated = False
         return []
 
-    def synced(self, height: int, head_hash: Hash32) -> list[Action]:
+    def synced(self, height: int, head_hash: Hash32, certificate: CommitCertificate | None = None) -> list[Action]:
         """The node committed blocks up to ``height`` by catch-up: move on to ``height + 1``."""
         if height <= self.height:
             return []
+        self.head_certificate = certificate
         return self._committed(height, head_hash)
 
-    def retransmit(self) -> list[PrePrepare | Vote]:
+    def on_timeout(self) -> list[Action]:
+        """The node's progress timer fired: move to the next view (§4.4). Observers do nothing."""
+        if self.index is None:
+            return []
+        return self._start_view_change(self.view + 1)
+
+    def retransmit(self) -> list[Message]:
         """This replica's own messages for the undecided ``next_seq``, to send again.
 
         PBFT retransmits on timeout (Castro & Liskov §4.2 assumes eventual delivery): a peer that
         connected late or dropped a frame still gets the pre-prepare and the votes it needs.
         """
+        if not self.active:
+            return [m for m in (self._own_vc,) if m is not None and m.new_view == self.view]
         slot = self._slots.get((self.view, self.next_seq))
+        out: list[Message] = [self._own_nv] if self._own_nv is not None and self._own_nv.view == self.view else []
         if slot is None or self.index is None:
-            return []
-        out: list[PrePrepare | Vote] = []
+            return out
         if slot.pre_prepare is not None and slot.pre_prepare.validator == self.index:
             out.append(slot.pre_prepare)
         for votes in (slot.prepares, slot.commits):
@@ -325,9 +405,10 @@ class Replica:
         header = m.block.header
         if slot.pre_prepare is not None:
             return []  # the first one counts; a conflicting one was recorded as evidence
-        if header.height != m.seq or header.view != m.view or header.prev_hash != self.head_hash:
+        if header.height != m.seq or header.view > m.view or header.prev_hash != self.head_hash:
             raise InvalidMessage(f"pre-prepare for seq {m.seq} does not extend our head")
-        if header.proposer != m.validator or header.chain_id != self.chain_id:
+        # a block re-proposed in a later view keeps the header of the view it was made in
+        if header.proposer != self.primary(header.view) or header.chain_id != self.chain_id:
             raise InvalidMessage("pre-prepare header names another proposer or chain")
         for kind in (PRE_PREPARE, PREPARE, COMMIT):
             locked = self._votes.get((kind, m.view, m.seq))
@@ -354,9 +435,13 @@ class Replica:
             return []
         block_hash = slot.pre_prepare.block_hash
         actions: list[Action] = []
-        prepared = len(self._matching(slot.prepares, block_hash)) >= self.quorum - 1
+        matching = self._matching(slot.prepares, block_hash)
+        prepared = len(matching) >= self.quorum - 1
         if prepared and not slot.sent_commit and self.index is not None:
             slot.sent_commit = True
+            backups = tuple(sorted(matching, key=lambda v: v.validator)[: self.quorum - 1])
+            self._prepared = PreparedCertificate(slot.pre_prepare, backups)
+            actions.append(PersistPrepared(self._prepared))
             actions += self._vote(COMMIT, view, seq, block_hash, slot.commits)
         commits = self._matching(slot.commits, block_hash)
         if prepared and len(commits) >= self.quorum:
@@ -365,6 +450,7 @@ class Replica:
                 seq, view, block_hash, tuple(ValidatorSignature(v.validator, v.signature) for v in chosen)
             )
             actions.append(CommitBlock(slot.pre_prepare.block, cert))
+            self.head_certificate = cert
             actions += self._committed(seq, block_hash)
         return actions
 
@@ -375,8 +461,11 @@ class Replica:
             del self._slots[key]
         for seen in [k for k in self._seen if k[2] <= height]:
             del self._seen[seen]
-        for kv in [k for k in self._votes if k[2] < height - self.window]:
+        old = height - self.window
+        for kv in [k for k in self._votes if k[0] in (PRE_PREPARE, PREPARE, COMMIT) and k[2] < old]:
             del self._votes[kv]
+        if self._prepared is not None and self._prepared.pre_prepare.seq <= height:
+            self._prepared = None
         for seq in [s for s in self._future if s <= height]:
             del self._future[seq]
         actions: list[Action] = []
@@ -385,6 +474,168 @@ class Replica:
                 actions += self._apply(m)
             except InvalidMessage:
                 continue  # a buffered pre-prepare that no longer extends the head
+        return actions
+
+
+    # --- view change (§4.4) ---------------------------------------------------------------------
+
+    def _start_view_change(self, target: int) -> list[Action]:
+        if self.index is None or self._sign is None or target <= self.view:
+            return []
+        self.view = target
+        self.active = False
+        vc = ViewChange(target, self.height, self.head_hash, self.head_certificate, self._prepared, self.index, b"")
+        vc = dataclasses.replace(vc, signature=self._sign(view_change_signing_bytes(self.chain_id, vc)))
+        self._own_vc = vc
+        self._votes[(VIEW_CHANGE, target, 0)] = ZERO_HASH
+        actions: list[Action] = [PersistVote(VIEW_CHANGE, target, 0, ZERO_HASH), Broadcast(vc)]
+        return actions + self._add_view_change(vc)
+
+    def _check_prepared(self, p: PreparedCertificate) -> None:
+        pp = p.pre_prepare
+        self._check_signature(pp)
+        if pp.block.header.height != pp.seq:
+            raise InvalidMessage("prepared certificate: block height differs from its sequence number")
+        signers = {v.validator for v in p.prepares}
+        if len(signers) != len(p.prepares) or len(signers) < self.quorum - 1 or self.primary(pp.view) in signers:
+            raise InvalidMessage("prepared certificate lacks a quorum of distinct backups")
+        for v in p.prepares:
+            if v.kind != PREPARE or v.view != pp.view or v.seq != pp.seq or v.block_hash != pp.block_hash:
+                raise InvalidMessage("prepared certificate holds a non-matching PREPARE")
+            self._check_signature(v)
+
+    def _check_view_change(self, vc: ViewChange) -> None:
+        if not 0 <= vc.validator < self.n:
+            raise InvalidMessage(f"view change from index {vc.validator} outside the set")
+        try:
+            self._verify(vc.validator, view_change_signing_bytes(self.chain_id, vc), vc.signature)
+        except InvalidSignature as err:
+            raise InvalidMessage(f"bad view-change signature from {vc.validator}") from err
+        if vc.height == 0:
+            if vc.head_hash != self.genesis_hash or vc.certificate is not None:
+                raise InvalidMessage("view change at height 0 must name the genesis")
+        else:
+            if vc.certificate is None:
+                raise InvalidMessage("view change without the certificate of its height")
+            verify_certificate(vc.certificate, vc.head_hash, vc.height, self.chain_id, self.n, self._verify)
+        if vc.prepared is not None:
+            if vc.prepared.pre_prepare.seq != vc.height + 1 or vc.prepared.pre_prepare.view >= vc.new_view:
+                raise InvalidMessage("prepared certificate is not for the next height of an earlier view")
+            if vc.prepared.pre_prepare.block.header.prev_hash != vc.head_hash:
+                raise InvalidMessage("prepared block does not extend the sender's head")
+            self._check_prepared(vc.prepared)
+
+    def _on_view_change(self, vc: ViewChange) -> list[Action]:
+        if vc.new_view < self.view or (vc.new_view == self.view and self.active):
+            return []  # stale: that view is installed or passed
+        if vc.new_view > self.view + self.window:
+            return []
+        known = self._view_changes.get(vc.new_view, {}).get(vc.validator)
+        if known is not None:
+            return []
+        self._check_view_change(vc)
+        return self._add_view_change(vc)
+
+    def _add_view_change(self, vc: ViewChange) -> list[Action]:
+        self._view_changes.setdefault(vc.new_view, {}).setdefault(vc.validator, vc)
+        actions: list[Action] = []
+        # §4.5.2: f + 1 replicas want a higher view, so at least one honest one: join the smallest
+        higher = {v: d for v, d in self._view_changes.items() if v > self.view}
+        senders = {i for d in higher.values() for i in d}
+        if self.index is not None and self.index not in senders and len(senders) >= self.f + 1 and higher:
+            actions += self._start_view_change(min(higher))
+        target = self.view
+        vcs = self._view_changes.get(target, {})
+        if (not self.active and self.index == self.primary(target) and self.index in vcs
+                and len(vcs) >= self.quorum and (self._own_nv is None or self._own_nv.view != target)):
+            actions += self._send_new_view(target)
+        return actions
+
+    def _select(self, vcs: Sequence[ViewChange]) -> tuple[ViewChange, PreparedCertificate | None]:
+        """The highest proven head and the prepared block of the highest view above it (§4.4)."""
+        best = max(vcs, key=lambda v: (v.height, v.validator))
+        candidates = [
+            v.prepared for v in vcs if v.prepared is not None and v.prepared.pre_prepare.seq == best.height + 1
+        ]
+        chosen = max(candidates, key=lambda p: (p.pre_prepare.view, p.pre_prepare.block_hash), default=None)
+        return best, chosen
+
+    def _send_new_view(self, view: int) -> list[Action]:
+        if self.index is None or self._sign is None:
+            return []
+        vcs = tuple(sorted(self._view_changes[view].values(), key=lambda v: v.validator))
+        best, chosen = self._select(vcs)
+        o = None
+        if chosen is not None:
+            block = chosen.pre_prepare.block
+            seq = best.height + 1
+            o = PrePrepare(view, seq, block, self.index,
+                           self._sign(self._bytes(PRE_PREPARE, view, seq, block.hash, self.index)))
+        nv = NewView(view, vcs, o, self.index, b"")
+        nv = dataclasses.replace(nv, signature=self._sign(new_view_signing_bytes(self.chain_id, nv)))
+        self._own_nv = nv
+        actions: list[Action] = []
+        if o is not None:
+            self._votes[(PRE_PREPARE, view, o.seq)] = o.block_hash
+            actions.append(PersistVote(PRE_PREPARE, view, o.seq, o.block_hash))
+        self._votes[(NEW_VIEW, view, 0)] = ZERO_HASH
+        actions += [PersistVote(NEW_VIEW, view, 0, ZERO_HASH), Broadcast(nv)]
+        return actions + self._install(nv, best)
+
+    def _on_new_view(self, nv: NewView) -> list[Action]:
+        if nv.view < self.view or (nv.view == self.view and self.active):
+            return []
+        if nv.validator != self.primary(nv.view):
+            raise InvalidMessage(f"new view {nv.view} from {nv.validator}, not its primary")
+        try:
+            self._verify(nv.validator, new_view_signing_bytes(self.chain_id, nv), nv.signature)
+        except InvalidSignature as err:
+            raise InvalidMessage("bad new-view signature") from err
+        signers = [vc.validator for vc in nv.view_changes]
+        if len(set(signers)) != len(signers) or len(signers) < self.quorum:
+            raise InvalidMessage("new view without a quorum of distinct view changes")
+        for vc in nv.view_changes:
+            if vc.new_view != nv.view:
+                raise InvalidMessage("new view holds a view change for another view")
+            self._check_view_change(vc)
+        best, chosen = self._select(nv.view_changes)
+        o = nv.pre_prepare
+        if chosen is None:
+            if o is not None:
+                raise InvalidMessage("new view re-proposes a block no view change prepared")
+        else:
+            expected = chosen.pre_prepare.block_hash
+            if o is None or o.view != nv.view or o.seq != best.height + 1 or o.block_hash != expected:
+                raise InvalidMessage("new view does not re-propose the prepared block it must")
+            self._check_signature(o)
+        actions: list[Action] = []
+        if self.index is not None:
+            self._votes[(NEW_VIEW, nv.view, 0)] = ZERO_HASH
+            actions.append(PersistVote(NEW_VIEW, nv.view, 0, ZERO_HASH))
+        return actions + self._install(nv, best)
+
+    def _install(self, nv: NewView, best: ViewChange) -> list[Action]:
+        self.view = nv.view
+        self.active = True
+        for key in [k for k in self._slots if k[0] < nv.view]:
+            del self._slots[key]
+        for v in [v for v in self._view_changes if v <= nv.view]:
+            del self._view_changes[v]
+        actions: list[Action] = [ViewInstalled(nv.view)]
+        if best.height > self.height:
+            actions.append(SyncTo(best.height, best.head_hash, best.certificate))
+        replay: list[PrePrepare | Vote] = [nv.pre_prepare] if nv.pre_prepare is not None else []
+        replay += self._later.pop(nv.view, [])
+        for v in [v for v in self._later if v < nv.view]:
+            del self._later[v]
+        for m in replay:
+            if m.seq > self.next_seq:
+                self._future.setdefault(m.seq, []).append(m)
+                continue
+            try:
+                actions += self._note_equivocation(m) + self._apply(m)
+            except InvalidMessage:
+                continue
         return actions
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,10 +16,13 @@ from consensus.messages import COMMIT, PREPARE, PrePrepare, Vote, vote_signing_b
 from consensus.replica import (
     Broadcast,
     CommitBlock,
+    PersistPrepared,
     PersistVote,
     RecordEvidence,
     Replica,
+    SyncTo,
     ValidateBlock,
+    ViewInstalled,
     make_verifier,
     verify_certificate,
 )
@@ -49,6 +54,9 @@ class Sim:
     persisted: list[list[PersistVote]] = field(default_factory=list)
     invalid: set[Hash32] = field(default_factory=set)
     evidence: list[RecordEvidence] = field(default_factory=list)
+    crashed: set[int] = field(default_factory=set)
+    prepared: dict[int, object] = field(default_factory=dict)
+    installed: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -68,10 +76,18 @@ class Sim:
         queue = list(actions)
         while queue:
             a = queue.pop(0)
+            if i in self.crashed:
+                return
             if isinstance(a, Broadcast):
                 for j in range(self.n):
                     if j != i and self.rng.random() >= self.drop:
                         self.pool.append((j, a.message))
+            elif isinstance(a, PersistPrepared):
+                self.prepared[i] = a.certificate
+            elif isinstance(a, SyncTo):
+                self.catch_up()
+            elif isinstance(a, ViewInstalled):
+                self.installed.append((i, a.view))
             elif isinstance(a, PersistVote):
                 self.persisted[i].append(a)
             elif isinstance(a, ValidateBlock):
@@ -91,7 +107,8 @@ class Sim:
         while self.pool and steps < limit:
             steps += 1
             j, msg = self.pool.pop(self.rng.randrange(len(self.pool)))
-            self.carry_out(j, self.replicas[j].receive(msg))
+            if j not in self.crashed:
+                self.carry_out(j, self.replicas[j].receive(msg))
 
     def propose(self, block: Block | None = None) -> Block:
         p = self.replicas[0].primary()
@@ -103,13 +120,70 @@ class Sim:
     def catch_up(self) -> None:
         """What the node's catch-up does: a lagging replica fetches certified blocks from a peer."""
         for i, r in enumerate(self.replicas):
-            for peer in self.committed:
+            if i in self.crashed:
+                continue
+            for j, peer in enumerate(self.committed):
+                if j in self.crashed:
+                    continue
                 while r.height + 1 in peer:
                     h = r.height + 1
                     block_hash, cert = peer[h]
                     verify_certificate(cert, block_hash, h, CHAIN, self.n, self.verifier)
                     self.committed[i][h] = (block_hash, cert)
-                    self.carry_out(i, r.synced(h, block_hash))
+                    self.carry_out(i, r.synced(h, block_hash, cert))
+
+    def deliver_until_prepared(self) -> None:
+        """Deliver pre-prepares and PREPAREs only; every COMMIT is lost."""
+        while self.pool:
+            j, msg = self.pool.pop(0)
+            if isinstance(msg, Vote) and msg.kind == COMMIT:
+                continue
+            if j not in self.crashed:
+                self.carry_out(j, self.replicas[j].receive(msg))
+
+    def crash(self, i: int) -> None:
+        self.crashed.add(i)
+
+    def restart(self, i: int) -> None:
+        """Bring replica i back with only what it persisted: committed blocks, votes, prepared cert."""
+        self.crashed.discard(i)
+        height = max(self.committed[i], default=0)
+        head, cert = self.committed[i][height] if height else (ZERO_HASH, None)
+        votes = {(p.kind, p.view, p.seq): p.block_hash for p in self.persisted[i] if p.seq > height or p.kind >= 4}
+        key = self.keys[i]
+        self.replicas[i] = Replica(chain_id=CHAIN, n=self.n, index=i,
+                                   signer=lambda m, k=key: k.sign(Context.CONSENSUS, m), verifier=self.verifier,
+                                   height=height, head_hash=head, votes=votes, head_certificate=cert,
+                                   prepared=self.prepared.get(i), genesis_hash=ZERO_HASH)
+
+    def live(self) -> list[int]:
+        return [i for i in range(self.n) if i not in self.crashed]
+
+    def step(self) -> bool:
+        """One round: primaries propose, messages flow, lagging replicas catch up, retransmit.
+
+        Returns whether any live replica's height moved or a view was installed (either restarts a
+        node's progress timer).
+        """
+        before = [r.height for r in self.replicas]
+        installs = len(self.installed)
+        for i in self.live():
+            r = self.replicas[i]
+            if r.is_primary and not r.proposal_pending():
+                salt = self.rng.randrange(1 << 30)
+                self.carry_out(i, r.propose(make_block(r.next_seq, r.head_hash, r.view, i, salt)))
+        self.deliver_all()
+        self.catch_up()
+        for i in self.live():
+            for m in self.replicas[i].retransmit():
+                self.carry_out(i, [Broadcast(m)])
+        self.deliver_all()
+        self.catch_up()
+        return len(self.installed) > installs or any(self.replicas[i].height > before[i] for i in self.live())
+
+    def timeout(self) -> None:
+        for i in self.live():
+            self.carry_out(i, self.replicas[i].on_timeout())
 
     def check_safety(self) -> None:
         heights: dict[int, set[bytes]] = {}
@@ -343,3 +417,121 @@ def test_safety_checker_sees_a_fork_with_f_plus_one_byzantine() -> None:
     assert sim.committed[2][1][0] == a.hash and sim.committed[3][1][0] == b.hash
     with pytest.raises(AssertionError, match="fork"):
         sim.check_safety()
+
+
+# --- view change (§4.4) --------------------------------------------------------------------------
+
+
+def run_until(sim: Sim, height: int, rounds: int = 60) -> None:
+    """Step; on a round without progress, fire every live replica's timer (bounded)."""
+    for _ in range(rounds):
+        if all(sim.replicas[i].height >= height for i in sim.live()):
+            return
+        if not sim.step():
+            sim.timeout()
+    raise AssertionError(f"no progress to height {height} (seed {sim.seed}); heights "
+                         f"{[r.height for r in sim.replicas]}, views {[r.view for r in sim.replicas]}")
+
+
+def test_crashed_primary_is_replaced_by_a_view_change() -> None:
+    sim = Sim(4, seed=5)
+    run_until(sim, 2)
+    sim.crash(0)
+    run_until(sim, 5)
+    assert all(sim.replicas[i].view >= 1 for i in sim.live())
+    assert {sim.replicas[i].primary() for i in sim.live()} != {0}
+    sim.check_safety()
+    late_blocks = [sim.committed[1][h][1] for h in (3, 4, 5)]
+    assert all(cert.view >= 1 for cert in late_blocks)
+
+
+def test_prepared_block_survives_the_view_change() -> None:
+    """The primary crashes right after its block was prepared: the next view commits that block."""
+    sim = Sim(4, seed=2)
+    block = make_block(1, ZERO_HASH, salt=77)
+    sim.carry_out(0, sim.replicas[0].propose(block))
+    sim.deliver_until_prepared()  # everybody prepares, every COMMIT is lost
+    assert sorted(sim.prepared) == [0, 1, 2, 3] and not any(sim.committed)
+    sim.crash(0)
+    run_until(sim, 2)
+    assert all(sim.committed[i][1][0] == block.hash for i in sim.live()), "block 1 must be the prepared block"
+    sim.check_safety()
+
+
+def test_restarted_replica_resumes_in_its_view() -> None:
+    sim = Sim(4, seed=9)
+    run_until(sim, 1)
+    sim.crash(0)
+    run_until(sim, 3)
+    view = sim.replicas[2].view
+    sim.crash(2)
+    sim.restart(2)
+    assert sim.replicas[2].view == view, "the recorded NEW-VIEW puts it back in its view"
+    run_until(sim, 5)
+    sim.check_safety()
+
+
+def test_new_view_must_re_propose_the_prepared_block() -> None:
+    """A byzantine new primary that drops the prepared block from NEW-VIEW is refused."""
+    sim = Sim(4, seed=4)
+    block = make_block(1, ZERO_HASH, salt=1)
+    sim.carry_out(0, sim.replicas[0].propose(block))
+    sim.deliver_until_prepared()
+    sim.crash(0)
+    vcs = []
+    for i in (1, 2, 3):
+        acts = sim.replicas[i].on_timeout()
+        vcs += [a.message for a in acts if isinstance(a, Broadcast)]
+    assert any(vc.prepared is not None for vc in vcs)
+    from consensus.messages import NewView, new_view_signing_bytes
+
+    primary = sim.replicas[1].primary(1)
+    forged = NewView(1, tuple(sorted(vcs, key=lambda v: v.validator)), None, primary, b"")
+    forged = dataclasses.replace(
+        forged, signature=sim.keys[primary].sign(Context.CONSENSUS, new_view_signing_bytes(CHAIN, forged)))
+    target = 3 if primary != 3 else 2
+    with pytest.raises(InvalidMessage, match="re-propose"):
+        sim.replicas[target].receive(forged)
+
+
+def test_f_plus_one_view_changes_pull_a_replica_along() -> None:
+    sim = Sim(4, seed=6)
+    run_until(sim, 1)
+    acts = [sim.replicas[i].on_timeout() for i in (1, 2)]
+    msgs = [a.message for group in acts for a in group if isinstance(a, Broadcast)]
+    r3 = sim.replicas[3]
+    out = r3.receive(msgs[0])
+    assert r3.view == 0 and r3.active  # one is not enough
+    out = r3.receive(msgs[1])
+    assert r3.view == 1 and not r3.active
+    assert any(isinstance(a, Broadcast) for a in out), "it sends its own VIEW-CHANGE"
+
+
+@settings(max_examples=int(os.environ.get("QENEX_SIM_EXAMPLES", "60")), deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([4, 7]),
+       events=st.lists(st.tuples(st.sampled_from(["crash", "restart", "timeout", "drop"]), st.integers(0, 6)),
+                       max_size=12))
+def test_random_crashes_restarts_and_timeouts_never_fork(seed: int, n: int, events: list) -> None:
+    """Any schedule of crashes (at most f at once), restarts, spurious timeouts and message loss:
+    no fork, and once the faults stop every live replica moves on."""
+    sim = Sim(n, seed=seed)
+    f = (n - 1) // 3
+    for kind, who in events:
+        who %= n
+        if kind == "crash" and len(sim.crashed) < f:
+            sim.crash(who)
+        elif kind == "restart" and who in sim.crashed:
+            sim.restart(who)
+        elif kind == "timeout" and who not in sim.crashed:
+            sim.carry_out(who, sim.replicas[who].on_timeout())
+        elif kind == "drop":
+            sim.drop = 0.3
+        if not sim.step():
+            sim.timeout()
+        sim.drop = 0.0
+        sim.check_safety()
+    for i in list(sim.crashed):
+        sim.restart(i)
+    target = max(r.height for r in sim.replicas) + 2
+    run_until(sim, target, rounds=120)
+    sim.check_safety()
