@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
-import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
