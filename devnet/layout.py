@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from crypto.keys import KeyPair
-from node.config import NodeConfig, NodeSection, P2PSection, Peer, RPCSection
+from node.config import ConsensusSection, NodeConfig, NodeSection, P2PSection, Peer, RPCSection
 from node.genesis import save_genesis
 from node.setup import NodeKeys, init_home, validator_entry
 from state.types import Genesis
@@ -73,6 +73,7 @@ class Layout:
 def generate(
     root: Path = DEFAULT_ROOT, *, validators: int = 4, host: str = "127.0.0.1",
     base_rpc_port: int = BASE_RPC_PORT, base_p2p_port: int = BASE_P2P_PORT, scrypt_n: int = 1 << 14,
+    consensus: ConsensusSection | None = None,
 ) -> Layout:
     """Create a fresh devnet under ``root`` (removing an old one): keys, configs, one genesis.
 
@@ -98,6 +99,7 @@ def generate(
             node=NodeSection(moniker=info.name),
             rpc=RPCSection(host=host, port=info.rpc_port),
             p2p=P2PSection(host=host, port=info.p2p_port, peers=peers),
+            consensus=consensus or ConsensusSection(),
         )
         init_home(Path(info.home), config, os.urandom(16).hex().encode(), keys=k, scrypt_n=scrypt_n)
     genesis = Genesis(chain_id, int(time.time() * 1000),

@@ -85,6 +85,7 @@ class ConsensusSection:
     retransmit_ms: int = 1000
     status_interval_ms: int = 1000
     max_clock_drift_ms: int = 5000
+    view_timeout_ms: int = 5000
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ _DOCS = {
         "retransmit_ms": "re-send own pre-prepare and votes of an undecided block this often, ms",
         "status_interval_ms": "announce our height to peers this often (catch-up), ms",
         "max_clock_drift_ms": "refuse blocks stamped further than this in the future, ms",
+        "view_timeout_ms": "no commit for this long while work waits: change view (doubles each time), ms",
     },
     "mempool": {
         "max_txs": "most pending transactions",

@@ -8,6 +8,8 @@
 | 4    | STATUS      | ``Status``: the sender's committed height and head hash |
 | 5    | GET_BLOCKS  | ``GetBlocks``: from height, count                       |
 | 6    | BLOCKS      | ``Blocks``: certified blocks, ascending heights         |
+| 7    | VIEW_CHANGE | ``consensus.messages.ViewChange``                       |
+| 8    | NEW_VIEW    | ``consensus.messages.NewView``                          |
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from consensus.messages import PrePrepare, Vote
+from consensus.messages import NewView, PrePrepare, ViewChange, Vote
 from crypto.hashing import Hash32
 from state.codec import Struct, decode_value, encode
 from state.exceptions import DecodeError
@@ -27,6 +29,8 @@ VOTE: Final = 3
 STATUS: Final = 4
 GET_BLOCKS: Final = 5
 BLOCKS: Final = 6
+VIEW_CHANGE: Final = 7
+NEW_VIEW: Final = 8
 
 MAX_BLOCKS_PER_REPLY: Final = 32
 
@@ -64,9 +68,16 @@ class Blocks(Struct):
 
 _BODY: dict[int, type[Struct]] = {
     PRE_PREPARE: PrePrepare, VOTE: Vote, STATUS: Status, GET_BLOCKS: GetBlocks, BLOCKS: Blocks,
+    VIEW_CHANGE: ViewChange, NEW_VIEW: NewView,
 }
+_KIND: dict[type[Struct], int] = {cls: kind for kind, cls in _BODY.items()}
 
-Message = bytes | PrePrepare | Vote | Status | GetBlocks | Blocks
+Message = bytes | PrePrepare | Vote | Status | GetBlocks | Blocks | ViewChange | NewView
+
+
+def pack_consensus(message: PrePrepare | Vote | ViewChange | NewView) -> bytes:
+    """The frame payload of a consensus message, its type taken from its class."""
+    return pack(_KIND[type(message)], message)
 
 
 def pack(kind: int, body: Struct | bytes) -> bytes:

@@ -27,7 +27,7 @@ import trio
 
 from consensus import replica as pbft
 from consensus.exceptions import InvalidMessage
-from consensus.messages import PrePrepare, Vote
+from consensus.messages import COMMIT, NEW_VIEW, VIEW_CHANGE, NewView, PreparedCertificate, PrePrepare, ViewChange, Vote
 from contracts import gas as G
 from contracts.exceptions import TxRejected
 from contracts.registry import default_vm
@@ -44,7 +44,7 @@ from p2p.network import PeerNetwork
 from state.abc import KeyValueStore, WriteOp
 from state.chain import ChainStore
 from state.codec import decode_value, encode
-from state.exceptions import DecodeError
+from state.exceptions import DecodeError, StoreCorrupted
 from state.tree import merkle_root
 from state.types import MAX_TX_SIZE, Block, BlockHeader, CommitCertificate, Genesis, Receipt, Transaction
 
@@ -129,7 +129,8 @@ class Node:
             chain_id=self.chain_id, n=self.n, index=self.index,
             signer=(lambda m: validator_key.sign(Context.CONSENSUS, m)) if self.index is not None else None,
             verifier=self._verifier, height=head.height, head_hash=head.block_hash,
-            votes=self._load_votes(),
+            votes=self._load_votes(), head_certificate=self.chain.certificate(head.height),
+            prepared=self._load_prepared(), genesis_hash=genesis.hash,
         )
         self._executed: dict[Hash32, _Executed] = {}
         self._waiters: dict[Hash32, trio.Event] = {}
@@ -139,6 +140,9 @@ class Node:
         self.last_commit_time = 0.0
         self.started = False
         self.p2p_port: int | None = None
+        self.last_progress = 0.0
+        self.timeouts = 0
+        self.sync_target = 0
         self.rpc_urls: list[str] = []
 
     # --- consensus records --------------------------------------------------------------------
@@ -150,16 +154,37 @@ class Node:
                 kind, view, seq = decode_value(key[len(b"k/vote") :])
             except (DecodeError, ValueError):
                 continue
-            if seq > self.chain.head.height:
+            if seq > self.chain.head.height or kind in (VIEW_CHANGE, NEW_VIEW):
                 votes[(kind, view, seq)] = Hash32(value)
         return votes
+
+    def _load_prepared(self) -> PreparedCertificate | None:
+        raw = self.chain.get_record(b"prepared")
+        if raw is None:
+            return None
+        try:
+            return PreparedCertificate.decode(raw)
+        except DecodeError as err:
+            raise StoreCorrupted(f"unreadable prepared-certificate record: {err}") from err
 
     def _persist_vote(self, a: pbft.PersistVote) -> None:
         self.chain.put_record(b"vote" + encode((a.kind, a.view, a.seq)), a.block_hash)
 
-    def _cleanup_ops(self, view: int, seq: int) -> list[WriteOp]:
-        ops: list[WriteOp] = [(b"k/vote" + encode((k, view, seq)), None) for k in (1, 2, 3)]
-        ops.append((b"k/proposal" + encode((view, seq)), None))
+    def _cleanup_ops(self, height: int) -> list[WriteOp]:
+        """Deletes of the consensus records that committing ``height`` makes moot (all views)."""
+        ops: list[WriteOp] = []
+        for prefix in (b"k/vote", b"k/proposal"):
+            for key, _ in self.chain.kv.iterate(prefix):
+                try:
+                    fields = decode_value(key[len(prefix):])
+                except DecodeError:
+                    continue
+                seq = fields[-1]
+                if isinstance(seq, int) and 0 < seq <= height and (prefix == b"k/proposal" or fields[0] <= COMMIT):
+                    ops.append((key, None))
+        prepared = self.replica._prepared
+        if prepared is None or prepared.pre_prepare.seq <= height:
+            ops.append((b"k/prepared", None))
         return ops
 
     # --- transactions --------------------------------------------------------------------------
@@ -303,8 +328,7 @@ class Node:
         if done is None:
             self.validate_block(block, check_clock=False)
             done = self._executed.pop(block.hash)
-        self.chain.commit(block, certificate, done.receipts, done.updates,
-                          extra=self._cleanup_ops(block.header.view, block.height))
+        self.chain.commit(block, certificate, done.receipts, done.updates, extra=self._cleanup_ops(block.height))
         self._executed.clear()
         self.mempool.remove(block.transactions)
         self.mempool.prune(self.account_nonce, [tx.body.sender for tx in block.transactions])
@@ -312,7 +336,8 @@ class Node:
             event = self._waiters.pop(tx.hash, None)
             if event is not None:
                 event.set()
-        self.last_commit_time = trio.current_time()
+        self.last_commit_time = self.last_progress = trio.current_time()
+        self.timeouts = 0
         self.commit_event.set()
         self.commit_event = trio.Event()
         log.info("committed block %d hash=%s txs=%d root=%s mempool=%d", block.height, block.hash.hex()[:16],
@@ -327,10 +352,20 @@ class Node:
             a = queue.pop(0)
             if isinstance(a, pbft.PersistVote):
                 self._persist_vote(a)
+            elif isinstance(a, pbft.PersistPrepared):
+                self.chain.put_record(b"prepared", a.certificate.encode())
             elif isinstance(a, pbft.Broadcast):
                 if self.net is not None:
-                    kind = M.PRE_PREPARE if isinstance(a.message, PrePrepare) else M.VOTE
-                    self.net.broadcast(M.pack(kind, a.message))
+                    self.net.broadcast(M.pack_consensus(a.message))
+            elif isinstance(a, pbft.SyncTo):
+                self.sync_target = max(self.sync_target, a.height)
+                for peer, height in self.sync.peer_heights.items():
+                    if height >= a.height:
+                        self._maybe_sync(peer, height)
+                        break
+            elif isinstance(a, pbft.ViewInstalled):
+                self.last_progress = trio.current_time()
+                log.info("view %d installed (primary: validator %d)", a.view, self.replica.primary())
             elif isinstance(a, pbft.ValidateBlock):
                 try:
                     self.validate_block(a.block, check_clock=True)
@@ -374,6 +409,9 @@ class Node:
                 assert isinstance(body, PrePrepare | Vote)  # noqa: S101
                 if body.seq > self.replica.next_seq:
                     self._maybe_sync(peer, body.seq - 1)
+                self.carry_out(self.replica.receive(body))
+            elif kind in (M.VIEW_CHANGE, M.NEW_VIEW):
+                assert isinstance(body, ViewChange | NewView)  # noqa: S101
                 self.carry_out(self.replica.receive(body))
             elif kind == M.STATUS:
                 assert isinstance(body, M.Status)  # noqa: S101
@@ -440,7 +478,7 @@ class Node:
                 self.sync.banned_until[peer] = trio.current_time() + 60.0
                 return
             self.commit(block, item.certificate)
-            self.carry_out(self.replica.synced(block.height, block.hash))
+            self.carry_out(self.replica.synced(block.height, block.hash, item.certificate))
         best = max(self.sync.peer_heights.values(), default=0)
         if best > self.chain.head.height:
             self._maybe_sync(peer, best)
@@ -507,6 +545,27 @@ class Node:
                 self.propose()
                 last_proposal = now
 
+    def work_waiting(self) -> bool:
+        """Whether a commit is expected soon: a view change, a proposal, transactions, or empty blocks."""
+        r = self.replica
+        return (not r.active or r.proposal_pending() or len(self.mempool) > 0
+                or self.config.consensus.empty_block_interval_ms > 0)
+
+    def _check_view_timer(self, now: float) -> None:
+        """PBFT's view-change timer (§4.4): no progress for ``view_timeout`` while work waits moves to the
+        next view; each further expiry without progress doubles the wait (capped at 32x)."""
+        timeout = self.config.consensus.view_timeout_ms / 1000 * (2 ** min(self.timeouts, 5))
+        if self.last_progress == 0.0 or not self.work_waiting():
+            self.last_progress = now if self.last_progress == 0.0 else self.last_progress
+            return
+        if now - self.last_progress < timeout or self.index is None:
+            return
+        self.timeouts += 1
+        self.last_progress = now
+        log.warning("no progress for %.1f s in view %d: moving to view %d", timeout, self.replica.view,
+                    self.replica.view + 1)
+        self.carry_out(self.replica.on_timeout())
+
     async def _ticker_loop(self) -> None:
         c = self.config.consensus
         last_status = last_retransmit = trio.current_time()
@@ -524,8 +583,8 @@ class Node:
             if quiet and now - last_retransmit >= c.retransmit_ms / 1000:
                 last_retransmit = now
                 for message in self.replica.retransmit():
-                    kind = M.PRE_PREPARE if isinstance(message, PrePrepare) else M.VOTE
-                    self.net.broadcast(M.pack(kind, message))
+                    self.net.broadcast(M.pack_consensus(message))
+            self._check_view_timer(now)
 
 
 def data_path(home: Path, config: NodeConfig) -> Path:

@@ -1,0 +1,91 @@
+"""Fault injection with real processes and sockets: kill -9 the primary under load, then restart it.
+
+Invariants: every transaction whose commit was reported to a client is in the final chain of every
+node; all nodes end at one height with one state root; the network keeps committing while one of
+the four validators is down (f = 1). Processes are stopped by their pids.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from crypto.keys import KeyPair
+from devnet.cli import Progress, wait_ready
+from devnet.layout import generate
+from devnet.processes import Running, start_node, stop_node
+from devnet.workload import Wallets, submit_all
+from node.config import ConsensusSection
+from node.rpc.client import deploy_token_call, sign_transaction, transfer_call
+from state.types import Call
+from tests.test_devnet import free_block
+
+pytestmark = pytest.mark.slow
+
+
+async def test_kill_primary_then_restart_it(tmp_path: Path) -> None:
+    base = free_block(8)
+    layout = generate(tmp_path / "net", base_rpc_port=base, base_p2p_port=base + 4, scrypt_n=2**10,
+                      consensus=ConsensusSection(view_timeout_ms=1500, status_interval_ms=300,
+                                                 retransmit_ms=500))
+    running: list[Running] = []
+    wallets = Wallets([n.rpc_url for n in layout.nodes])
+    survivors = Wallets([n.rpc_url for n in layout.nodes[1:]])
+    try:
+        for node in layout.nodes:
+            running.append(await start_node(node))
+        await wait_ready(Progress(layout, wallets, running), timeout=60)
+        chain = layout.chain_id
+        owner = KeyPair.generate()
+        users = [KeyPair.generate() for _ in range(8)]
+        deploy = sign_transaction(owner, chain, 0, [deploy_token_call("F", "F", 0, owner.address)], 200_000)
+        assert not (await submit_all(wallets, [deploy])).failures
+        receipt = await wallets.clients[0].call("qnx_getTransactionReceipt", "0x" + deploy.hash.hex())
+        token = bytes.fromhex(receipt["output"][0][2:])
+        mint = sign_transaction(owner, chain, 1, [Call(token, "mint", (owner.address, 10**9))])  # type: ignore[arg-type]
+        before = [mint] + [sign_transaction(owner, chain, 2 + i, [transfer_call(token, u.address, 1000)])
+                           for i, u in enumerate(users)]
+        first = await submit_all(wallets, before)
+        assert not first.failures, first.failures
+
+        running[0].process.kill()  # kill -9 the primary of view 0
+        await running[0].process.wait()
+        killed_at = time.perf_counter()
+        during = [sign_transaction(u, chain, 0, [transfer_call(token, owner.address, 10)]) for u in users]
+        second = await submit_all(survivors, during)
+        assert not second.failures, second.failures
+        recovery = time.perf_counter() - killed_at
+        status = await survivors.clients[0].call("qnx_status")
+        assert status["view"] >= 1, "a view change must have replaced the dead primary"
+
+        running[0] = await start_node(layout.nodes[0])  # restart: catch up from certified blocks
+        target = status["height"]
+        with trio.fail_after(60):
+            while True:
+                try:
+                    st = await wallets.clients[0].call("qnx_status")
+                    if st["height"] >= target:
+                        break
+                except Exception:  # still starting
+                    pass
+                await trio.sleep(0.2)
+        roots = set()
+        for client in wallets.clients:
+            block = await client.call("qnx_getBlockByNumber", target, False)
+            roots.add((block["hash"], block["header"]["stateRoot"]))
+        assert len(roots) == 1, roots
+        for tx in before + during:  # every reported commit is in every node's chain
+            for client in wallets.clients:
+                r = await client.call("qnx_getTransactionReceipt", "0x" + tx.hash.hex())
+                assert r is not None and r["status"] == "success"
+        print(f"recovery after killing the primary: {recovery:.2f} s for {len(during)} transfers; "
+              f"view {status['view']}")
+    finally:
+        with trio.CancelScope(shield=True):
+            await wallets.aclose()
+            await survivors.aclose()
+            for r in running:
+                await stop_node(r)
