@@ -89,3 +89,47 @@ async def test_kill_primary_then_restart_it(tmp_path: Path) -> None:
             await survivors.aclose()
             for r in running:
                 await stop_node(r)
+
+
+async def test_kill_backup_tear_its_log_and_restart(tmp_path: Path) -> None:
+    """kill -9 a backup while blocks commit, cut the tail of its LevelDB log, restart it: it opens
+    at a block boundary and catches up to the others' chain."""
+    base = free_block(8)
+    layout = generate(tmp_path / "net", base_rpc_port=base, base_p2p_port=base + 4, scrypt_n=2**10,
+                      consensus=ConsensusSection(view_timeout_ms=1500, status_interval_ms=300,
+                                                 empty_block_interval_ms=100))
+    running: list[Running] = []
+    wallets = Wallets([n.rpc_url for n in layout.nodes])
+    try:
+        for node in layout.nodes:
+            running.append(await start_node(node))
+        await wait_ready(Progress(layout, wallets, running), timeout=60)
+        with trio.fail_after(30):  # let empty blocks pile up
+            while (await wallets.clients[2].call("qnx_status"))["height"] < 15:
+                await trio.sleep(0.1)
+        running[2].process.kill()
+        await running[2].process.wait()
+        data = Path(layout.nodes[2].home) / "data"
+        log = max(data.glob("*.log"), key=lambda p: p.stat().st_mtime_ns)
+        size = log.stat().st_size
+        with open(log, "r+b") as f:
+            f.truncate(max(0, size - 1500))
+        running[2] = await start_node(layout.nodes[2])
+        with trio.fail_after(60):
+            while True:
+                try:
+                    mine = (await wallets.clients[2].call("qnx_status"))["height"]
+                    theirs = (await wallets.clients[0].call("qnx_status"))["height"]
+                    if mine >= 20 and mine >= theirs - 1:
+                        break
+                except Exception:  # still starting
+                    pass
+                await trio.sleep(0.2)
+        h = min(mine, theirs)
+        blocks = {(await c.call("qnx_getBlockByNumber", h, False))["header"]["stateRoot"] for c in wallets.clients}
+        assert len(blocks) == 1
+    finally:
+        with trio.CancelScope(shield=True):
+            await wallets.aclose()
+            for r in running:
+                await stop_node(r)
