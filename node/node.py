@@ -27,7 +27,17 @@ import trio
 
 from consensus import replica as pbft
 from consensus.exceptions import InvalidMessage
-from consensus.messages import COMMIT, NEW_VIEW, VIEW_CHANGE, NewView, PreparedCertificate, PrePrepare, ViewChange, Vote
+from consensus.messages import (
+    COMMIT,
+    NEW_VIEW,
+    VIEW_CHANGE,
+    Evidence,
+    NewView,
+    PreparedCertificate,
+    PrePrepare,
+    ViewChange,
+    Vote,
+)
 from contracts import gas as G
 from contracts.exceptions import TxRejected
 from contracts.registry import default_vm
@@ -232,6 +242,16 @@ class Node:
         if self.chain.tx_location(tx_hash) is not None:
             event.set()
         return event
+
+    def evidence(self) -> list[Evidence]:
+        """Every equivocation this node recorded, oldest view first."""
+        out = []
+        for _, raw in self.chain.kv.iterate(b"k/evidence"):
+            try:
+                out.append(Evidence.decode(raw))
+            except DecodeError:
+                continue
+        return out
 
     # --- blocks --------------------------------------------------------------------------------
 

@@ -98,7 +98,8 @@ async def test_wallet_flow(live_node: LiveNode) -> None:
                                                             "qnx_getTransaction", "qnx_getTransactionReceipt",
                                                             "qnx_getBlockByNumber", "qnx_getBlockByHash",
                                                             "qnx_getNonce", "qnx_getBalance", "qnx_getToken",
-                                                            "qnx_call", "qnx_estimateGas", "rpc.discover"])
+                                                            "qnx_call", "qnx_estimateGas", "qnx_getEvidence",
+                                                            "rpc.discover"])
 
 
 async def test_reverted_transaction_changes_only_the_nonce(live_node: LiveNode) -> None:
@@ -203,3 +204,26 @@ async def test_protocol_errors(live_node: LiveNode) -> None:
 async def test_historical_state_is_refused_clearly(live_node: LiveNode, selector: object) -> None:
     e = await error(live_node, "qnx_getNonce", "0x" + "11" * 20, selector)
     assert e["code"] == -32001
+
+
+async def test_equivocation_is_recorded_and_served(live_node: LiveNode) -> None:
+    from consensus.messages import PREPARE, Vote, vote_signing_bytes
+    from crypto.hashing import sha3
+    from crypto.signatures import Context
+    from node import messages as M
+
+    node = live_node.node
+    assert await result(live_node, "qnx_getEvidence") == []
+    seq, key = node.replica.next_seq, node.validator_key
+    votes = []
+    for salt in (b"a", b"b"):
+        h = sha3(salt)
+        sig = key.sign(Context.CONSENSUS, vote_signing_bytes(CHAIN, PREPARE, 0, seq, h, 0))
+        votes.append(Vote(PREPARE, 0, seq, h, 0, sig))
+    for v in votes:
+        node.on_message(b"peer", M.pack(M.VOTE, v))
+    evidence = await result(live_node, "qnx_getEvidence")
+    assert len(evidence) == 1
+    e = evidence[0]
+    assert e["validator"] == 0 and e["kind"] == "prepare" and e["height"] == seq
+    assert {e["first"]["blockHash"], e["second"]["blockHash"]} == {"0x" + sha3(b"a").hex(), "0x" + sha3(b"b").hex()}

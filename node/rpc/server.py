@@ -84,6 +84,7 @@ class RPCApp:
             "qnx_getToken": (("token", "block"), 1, self.get_token),
             "qnx_call": (("call", "block"), 1, self.call),
             "qnx_estimateGas": (("call",), 1, self.estimate_gas),
+            "qnx_getEvidence": ((), 0, self.get_evidence),
             "rpc.discover": ((), 0, self.discover),
         }
 
@@ -400,6 +401,17 @@ class RPCApp:
         if receipt.status != 1:
             raise RPCError(EXECUTION_REVERTED, "execution reverted", {"reason": receipt.revert_reason})
         return receipt.gas_used
+
+    async def get_evidence(self, p: list[Any]) -> list[dict[str, Any]]:
+        """``qnx_getEvidence``: equivocations seen (two signed, conflicting messages of one validator)."""
+        from consensus.messages import KIND_NAMES
+
+        return [
+            {"validator": e.validator, "kind": KIND_NAMES.get(e.kind, str(e.kind)), "view": e.view, "height": e.seq,
+             "first": {"blockHash": J.hexb(e.first_hash), "signature": J.hexb(e.first_signature)},
+             "second": {"blockHash": J.hexb(e.second_hash), "signature": J.hexb(e.second_signature)}}
+            for e in self.node.evidence()
+        ]
 
     async def discover(self, p: list[Any]) -> dict[str, Any]:
         """``rpc.discover``: an OpenRPC document of the methods served."""
