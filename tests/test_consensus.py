@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
@@ -15,183 +13,14 @@ from consensus.exceptions import InvalidCertificate, InvalidMessage
 from consensus.messages import COMMIT, PREPARE, PrePrepare, Vote, vote_signing_bytes
 from consensus.replica import (
     Broadcast,
-    CommitBlock,
-    PersistPrepared,
     PersistVote,
-    RecordEvidence,
-    Replica,
-    SyncTo,
     ValidateBlock,
-    ViewInstalled,
-    make_verifier,
     verify_certificate,
 )
-from crypto.hashing import ZERO_HASH, Hash32, sha3
-from crypto.keys import KeyPair
-from crypto.signatures import ED25519, Context
-from state.types import Block, BlockHeader, CommitCertificate, ValidatorSignature
-
-CHAIN = "sim"
-
-
-def make_block(height: int, prev: bytes, view: int = 0, proposer: int = 0, salt: int = 0) -> Block:
-    root = sha3(salt.to_bytes(8, "big"))
-    header = BlockHeader(CHAIN, height, view, Hash32(prev), 1000 + height + salt, proposer, root, root, root, 0)
-    return Block(header, ())
-
-
-@dataclass
-class Sim:
-    """n replicas, a message pool delivered in a seeded random order, and their commits."""
-
-    n: int
-    seed: int = 0
-    drop: float = 0.0
-    keys: list[KeyPair] = field(default_factory=list)
-    replicas: list[Replica] = field(default_factory=list)
-    pool: list[tuple[int, PrePrepare | Vote]] = field(default_factory=list)
-    committed: list[dict[int, tuple[Hash32, CommitCertificate]]] = field(default_factory=list)
-    persisted: list[list[PersistVote]] = field(default_factory=list)
-    invalid: set[Hash32] = field(default_factory=set)
-    evidence: list[RecordEvidence] = field(default_factory=list)
-    crashed: set[int] = field(default_factory=set)
-    prepared: dict[int, object] = field(default_factory=dict)
-    installed: list[tuple[int, int]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
-        self.keys = [KeyPair.generate(ED25519) for _ in range(self.n)]
-        self.verifier = make_verifier([(k.scheme_tag, k.public_key) for k in self.keys], Context.CONSENSUS)
-        for i in range(self.n):
-            self.replicas.append(self._replica(i, height=0, head=ZERO_HASH, votes=None))
-            self.committed.append({})
-            self.persisted.append([])
-
-    def _replica(self, i: int, height: int, head: Hash32, votes: dict | None) -> Replica:
-        key = self.keys[i]
-        return Replica(chain_id=CHAIN, n=self.n, index=i, signer=lambda m, k=key: k.sign(Context.CONSENSUS, m),
-                       verifier=self.verifier, height=height, head_hash=head, votes=votes)
-
-    def carry_out(self, i: int, actions: list) -> None:
-        queue = list(actions)
-        while queue:
-            a = queue.pop(0)
-            if i in self.crashed:
-                return
-            if isinstance(a, Broadcast):
-                for j in range(self.n):
-                    if j != i and self.rng.random() >= self.drop:
-                        self.pool.append((j, a.message))
-            elif isinstance(a, PersistPrepared):
-                self.prepared[i] = a.certificate
-            elif isinstance(a, SyncTo):
-                self.catch_up()
-            elif isinstance(a, ViewInstalled):
-                self.installed.append((i, a.view))
-            elif isinstance(a, PersistVote):
-                self.persisted[i].append(a)
-            elif isinstance(a, ValidateBlock):
-                r = self.replicas[i]
-                if a.block.hash in self.invalid:
-                    queue[:0] = r.block_invalid(a.view, a.seq, a.block.hash)
-                else:
-                    queue[:0] = r.block_validated(a.view, a.seq, a.block.hash)
-            elif isinstance(a, CommitBlock):
-                assert a.block.height not in self.committed[i]
-                self.committed[i][a.block.height] = (a.block.hash, a.certificate)
-            elif isinstance(a, RecordEvidence):
-                self.evidence.append(a)
-
-    def deliver_all(self, limit: int = 100_000) -> None:
-        steps = 0
-        while self.pool and steps < limit:
-            steps += 1
-            j, msg = self.pool.pop(self.rng.randrange(len(self.pool)))
-            if j not in self.crashed:
-                self.carry_out(j, self.replicas[j].receive(msg))
-
-    def propose(self, block: Block | None = None) -> Block:
-        p = self.replicas[0].primary()
-        r = self.replicas[p]
-        block = block or make_block(r.next_seq, r.head_hash, r.view, p)
-        self.carry_out(p, r.propose(block))
-        return block
-
-    def catch_up(self) -> None:
-        """What the node's catch-up does: a lagging replica fetches certified blocks from a peer."""
-        for i, r in enumerate(self.replicas):
-            if i in self.crashed:
-                continue
-            for j, peer in enumerate(self.committed):
-                if j in self.crashed:
-                    continue
-                while r.height + 1 in peer:
-                    h = r.height + 1
-                    block_hash, cert = peer[h]
-                    verify_certificate(cert, block_hash, h, CHAIN, self.n, self.verifier)
-                    self.committed[i][h] = (block_hash, cert)
-                    self.carry_out(i, r.synced(h, block_hash, cert))
-
-    def deliver_until_prepared(self) -> None:
-        """Deliver pre-prepares and PREPAREs only; every COMMIT is lost."""
-        while self.pool:
-            j, msg = self.pool.pop(0)
-            if isinstance(msg, Vote) and msg.kind == COMMIT:
-                continue
-            if j not in self.crashed:
-                self.carry_out(j, self.replicas[j].receive(msg))
-
-    def crash(self, i: int) -> None:
-        self.crashed.add(i)
-
-    def restart(self, i: int) -> None:
-        """Bring replica i back with only what it persisted: committed blocks, votes, prepared cert."""
-        self.crashed.discard(i)
-        height = max(self.committed[i], default=0)
-        head, cert = self.committed[i][height] if height else (ZERO_HASH, None)
-        votes = {(p.kind, p.view, p.seq): p.block_hash for p in self.persisted[i] if p.seq > height or p.kind >= 4}
-        key = self.keys[i]
-        self.replicas[i] = Replica(chain_id=CHAIN, n=self.n, index=i,
-                                   signer=lambda m, k=key: k.sign(Context.CONSENSUS, m), verifier=self.verifier,
-                                   height=height, head_hash=head, votes=votes, head_certificate=cert,
-                                   prepared=self.prepared.get(i), genesis_hash=ZERO_HASH)
-
-    def live(self) -> list[int]:
-        return [i for i in range(self.n) if i not in self.crashed]
-
-    def step(self) -> bool:
-        """One round: primaries propose, messages flow, lagging replicas catch up, retransmit.
-
-        Returns whether any live replica's height moved or a view was installed (either restarts a
-        node's progress timer).
-        """
-        before = [r.height for r in self.replicas]
-        installs = len(self.installed)
-        for i in self.live():
-            r = self.replicas[i]
-            if r.is_primary and not r.proposal_pending():
-                salt = self.rng.randrange(1 << 30)
-                self.carry_out(i, r.propose(make_block(r.next_seq, r.head_hash, r.view, i, salt)))
-        self.deliver_all()
-        self.catch_up()
-        for i in self.live():
-            for m in self.replicas[i].retransmit():
-                self.carry_out(i, [Broadcast(m)])
-        self.deliver_all()
-        self.catch_up()
-        return len(self.installed) > installs or any(self.replicas[i].height > before[i] for i in self.live())
-
-    def timeout(self) -> None:
-        for i in self.live():
-            self.carry_out(i, self.replicas[i].on_timeout())
-
-    def check_safety(self) -> None:
-        heights: dict[int, set[bytes]] = {}
-        for c in self.committed:
-            for h, (bh, _) in c.items():
-                heights.setdefault(h, set()).add(bh)
-        forks = {h: s for h, s in heights.items() if len(s) > 1}
-        assert not forks, f"fork at heights {sorted(forks)} (seed {self.seed})"
+from consensus.simulation import CHAIN, LivenessFailure, SafetyViolation, Sim, make_block, run_scenario
+from crypto.hashing import ZERO_HASH, sha3
+from crypto.signatures import Context
+from state.types import Block, CommitCertificate, ValidatorSignature
 
 
 @pytest.mark.parametrize("n", [1, 4, 7])
@@ -295,15 +124,15 @@ def test_restored_votes_prevent_signing_a_conflicting_block() -> None:
     votes = {(p.kind, p.view, p.seq): p.block_hash for p in sim.persisted[1]}
     assert votes == {(PREPARE, 0, 1): a.hash}
     sim.pool.clear()
-    restarted = sim._replica(1, 0, ZERO_HASH, votes)
+    restarted = sim._replica(1, votes=votes)
     # the primary (restarted without its own records, a byzantine primary) proposes b
-    fresh_primary = sim._replica(0, 0, ZERO_HASH, None)
+    fresh_primary = sim._replica(0)
     pp_b = fresh_primary.propose(b)[1].message
     assert restarted.receive(pp_b) == []
     # the primary itself refuses to propose b once it recorded a
     primary_votes = {(p.kind, p.view, p.seq): p.block_hash for p in sim.persisted[0]}
     with pytest.raises(ValueError, match="another block"):
-        sim._replica(0, 0, ZERO_HASH, primary_votes).propose(b)
+        sim._replica(0, votes=primary_votes).propose(b)
 
 
 def test_equivocating_primary_is_recorded_and_no_fork() -> None:
@@ -424,13 +253,7 @@ def test_safety_checker_sees_a_fork_with_f_plus_one_byzantine() -> None:
 
 def run_until(sim: Sim, height: int, rounds: int = 60) -> None:
     """Step; on a round without progress, fire every live replica's timer (bounded)."""
-    for _ in range(rounds):
-        if all(sim.replicas[i].height >= height for i in sim.live()):
-            return
-        if not sim.step():
-            sim.timeout()
-    raise AssertionError(f"no progress to height {height} (seed {sim.seed}); heights "
-                         f"{[r.height for r in sim.replicas]}, views {[r.view for r in sim.replicas]}")
+    sim.run_until(height, rounds)
 
 
 def test_crashed_primary_is_replaced_by_a_view_change() -> None:
@@ -535,3 +358,65 @@ def test_random_crashes_restarts_and_timeouts_never_fork(seed: int, n: int, even
     target = max(r.height for r in sim.replicas) + 2
     run_until(sim, target, rounds=120)
     sim.check_safety()
+
+
+# --- the fault-injection harness (consensus/simulation.py) -----------------------------------------
+
+
+@settings(max_examples=int(os.environ.get("QENEX_SIM_SCENARIOS", "200")), deadline=None)
+@given(seed=st.integers(0, 2**63 - 1), n=st.sampled_from([4, 7]))
+def test_seeded_fault_scenarios_keep_safety_and_liveness(seed: int, n: int) -> None:
+    """Hypothesis picks scenarios (byzantine behaviours, twins, crashes, loss, duplication,
+    partitions, spurious timeouts); each checks safety every round and liveness after healing."""
+    result = run_scenario(seed, n)
+    assert result.height >= 2
+
+
+def test_a_seed_replays_exactly() -> None:
+    assert run_scenario(12345, 4) == run_scenario(12345, 4)
+    assert run_scenario(12345, 7) == run_scenario(12345, 7)
+
+
+def test_twins_beyond_f_fork_and_the_checker_sees_it() -> None:
+    """Self-check (Twins, OPODIS 2021): with f + 1 = 2 validators twinned and the network split so
+    that each side holds a quorum of keys, both sides commit a block at height 1: a fork."""
+    sim = Sim(4, seed=1, twins=[0, 1])  # instances 0..3, 4 = twin of 0, 5 = twin of 1
+    sim.partition([0, 1, 2], [4, 5, 3])
+    sim.step()
+    sides = {sim.committed[i][1][0] for i in (2, 3) if 1 in sim.committed[i]}
+    assert len(sides) == 2, "each side must have committed its own block"
+    with pytest.raises(SafetyViolation, match="fork at heights"):
+        sim.check_safety()
+
+
+def test_within_f_twins_cannot_fork() -> None:
+    """The same split with only f = 1 twinned validator: neither side alone can reach a quorum
+    with a conflicting block, so there is no fork, and after healing the chain moves on."""
+    sim = Sim(4, seed=1, twins=[0])  # 4 = twin of 0
+    sim.partition([0, 1, 2], [4, 3])
+    for _ in range(5):
+        if not sim.step():
+            sim.timeout()
+        sim.check_safety()
+    sim.heal()
+    sim.run_until(max(sim.replicas[i].height for i in sim.honest()) + 2)
+    sim.check_safety()
+
+
+@pytest.mark.parametrize("behaviour", ["equivocate", "double-vote", "bad-signature", "replay"])
+def test_a_byzantine_validator_cannot_break_safety_or_stop_the_chain(behaviour: str) -> None:
+    sim = Sim(4, seed=3, byzantine={0: {behaviour}})  # validator 0 is the first primary
+    sim.run_until(6)
+    sim.check_safety()
+    if behaviour in ("equivocate", "double-vote"):
+        assert sim.evidence, "conflicting signed messages must be recorded"
+    if behaviour == "bad-signature":
+        assert sim.rejected > 0
+
+
+def test_liveness_failure_is_reported_with_its_seed() -> None:
+    sim = Sim(4, seed=77)
+    sim.crash(1)
+    sim.crash(2)  # more than f down: no quorum
+    with pytest.raises(LivenessFailure, match="seed 77"):
+        sim.run_until(1, rounds=10)
