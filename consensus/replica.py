@@ -91,6 +91,8 @@ class PersistVote:
     view: int
     seq: int
     block_hash: Hash32
+    block: Block | None = None
+    """For a PRE-PREPARE: the block itself, so a restarted primary proposes the same one again."""
 
 
 @dataclass(frozen=True)
@@ -255,9 +257,11 @@ class Replica:
         seq = self.next_seq
         if not self.is_primary or self.index is None or self._sign is None:
             raise ValueError("only the primary of an installed view proposes")
-        if block.header.height != seq or block.header.prev_hash != self.head_hash or block.header.view != self.view:
-            raise ValueError("the block does not extend the head in this view")
         earlier = self._votes.get((PRE_PREPARE, self.view, seq))
+        reproposal = earlier == block.hash  # e.g. the re-proposal of a NEW-VIEW, after a restart
+        if block.header.height != seq or block.header.prev_hash != self.head_hash or (
+                block.header.view != self.view and not reproposal):
+            raise ValueError("the block does not extend the head in this view")
         if earlier is not None and earlier != block.hash:
             raise ValueError("already proposed another block for this view and sequence number")
         if self.proposal_pending():
@@ -267,7 +271,7 @@ class Replica:
         slot = self._slot(self.view, seq)
         slot.pre_prepare = msg
         slot.validated = True
-        actions: list[Action] = [PersistVote(PRE_PREPARE, self.view, seq, block.hash), Broadcast(msg)]
+        actions: list[Action] = [PersistVote(PRE_PREPARE, self.view, seq, block.hash, block), Broadcast(msg)]
         self._votes[(PRE_PREPARE, self.view, seq)] = block.hash
         actions += self._advance(self.view, seq)
         return actions
@@ -577,7 +581,7 @@ class Replica:
         actions: list[Action] = []
         if o is not None:
             self._votes[(PRE_PREPARE, view, o.seq)] = o.block_hash
-            actions.append(PersistVote(PRE_PREPARE, view, o.seq, o.block_hash))
+            actions.append(PersistVote(PRE_PREPARE, view, o.seq, o.block_hash, o.block))
         self._votes[(NEW_VIEW, view, 0)] = ZERO_HASH
         actions += [PersistVote(NEW_VIEW, view, 0, ZERO_HASH), Broadcast(nv)]
         return actions + self._install(nv, best)

@@ -97,6 +97,7 @@ class Sim:
     cut: set[tuple[int, int]] = field(default_factory=set)
     """Cut links, as (sending instance, receiving instance)."""
     sent: list[Message] = field(default_factory=list)
+    proposals: dict[tuple[int, int, int], Block] = field(default_factory=dict)
     rejected: int = 0
 
     def __post_init__(self) -> None:
@@ -191,6 +192,8 @@ class Sim:
                 self.installed.append((i, a.view))
             elif isinstance(a, PersistVote):
                 self.persisted[i].append(a)
+                if a.block is not None:
+                    self.proposals[(i, a.view, a.seq)] = a.block
             elif isinstance(a, ValidateBlock):
                 r = self.replicas[i]
                 if a.block.hash in self.invalid:
@@ -295,8 +298,11 @@ class Sim:
         for i in self.live():
             r = self.replicas[i]
             if r.is_primary and not r.proposal_pending():
-                salt = self.rng.randrange(1 << 30)
-                self.carry_out(i, r.propose(make_block(r.next_seq, r.head_hash, r.view, self.index_of[i], salt)))
+                block = self.proposals.get((i, r.view, r.next_seq))  # what it proposed before a restart
+                if block is None:
+                    salt = self.rng.randrange(1 << 30)
+                    block = make_block(r.next_seq, r.head_hash, r.view, self.index_of[i], salt)
+                self.carry_out(i, r.propose(block))
         self.deliver_all()
         self.catch_up()
         for i in self.live():

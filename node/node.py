@@ -178,6 +178,8 @@ class Node:
             raise StoreCorrupted(f"unreadable prepared-certificate record: {err}") from err
 
     def _persist_vote(self, a: pbft.PersistVote) -> None:
+        if a.block is not None:  # a pre-prepare: keep the block, so a restart proposes the same one
+            self.chain.put_record(b"proposal" + encode((a.view, a.seq)), a.block.encode())
         self.chain.put_record(b"vote" + encode((a.kind, a.view, a.seq)), a.block_hash)
 
     def _cleanup_ops(self, height: int) -> list[WriteOp]:
@@ -409,10 +411,17 @@ class Node:
         saved = self.chain.get_record(b"proposal" + encode((view, seq)))
         block = Block.decode(saved) if saved is not None else self.build_block()
         if saved is not None:
-            self.validate_block(block, check_clock=False)
-        else:
-            self.chain.put_record(b"proposal" + encode((view, seq)), block.encode())
-        self.carry_out(self.replica.propose(block))
+            try:
+                self.validate_block(block, check_clock=False)
+            except InvalidBlock as err:  # proposed before a restart, but no longer fits the head
+                log.error("saved proposal for view %d seq %d is invalid now: %s", view, seq, err.reason)
+                return None
+        try:
+            actions = self.replica.propose(block)
+        except ValueError as err:
+            log.error("not proposing block %d: %s", seq, err)
+            return None
+        self.carry_out(actions)
         return block
 
     def on_message(self, peer: bytes, payload: bytes) -> None:
