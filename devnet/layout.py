@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,11 +75,13 @@ def generate(
     root: Path = DEFAULT_ROOT, *, validators: int = 4, host: str = "127.0.0.1",
     base_rpc_port: int = BASE_RPC_PORT, base_p2p_port: int = BASE_P2P_PORT, scrypt_n: int = 1 << 14,
     consensus: ConsensusSection | None = None,
+    peer_endpoint: Callable[[int, int], tuple[str, int]] | None = None,
 ) -> Layout:
     """Create a fresh devnet under ``root`` (removing an old one): keys, configs, one genesis.
 
-    Each home gets a random passphrase file (devnet only). Raises ``ValueError`` for fewer than
-    one validator.
+    Each home gets a random passphrase file (devnet only). ``peer_endpoint(i, j)`` gives the
+    address validator i dials to reach j (default: j's P2P port; tests route it through a
+    ``devnet.faults.FaultProxy``). Raises ``ValueError`` for fewer than one validator.
     """
     if validators < 1:
         raise ValueError("a devnet needs at least one validator")
@@ -93,7 +96,8 @@ def generate(
                               "0x" + k.node.address.hex()))
     for i, (info, k) in enumerate(zip(nodes, keys, strict=True)):
         peers = tuple(
-            Peer(keys[j].node.address, host, nodes[j].p2p_port).render() for j in range(validators) if j != i
+            Peer(keys[j].node.address, *(peer_endpoint(i, j) if peer_endpoint else (host, nodes[j].p2p_port)))
+            .render() for j in range(validators) if j != i
         )
         config = NodeConfig(
             node=NodeSection(moniker=info.name),

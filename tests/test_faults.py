@@ -160,3 +160,84 @@ async def test_kill_backup_tear_its_log_and_restart(tmp_path: Path) -> None:
             await wallets.aclose()
             for r in running:
                 await stop_node(r)
+
+
+async def test_cut_off_a_backup_and_the_primary_then_heal(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """Every P2P link runs through a FaultProxy. Cutting a backup off leaves 3 of 4 committing; after
+    healing it catches up. Cutting the primary off forces a view change among the other three;
+    after healing the old primary follows the new view and the chain stays one chain."""
+    from devnet.faults import FaultProxy
+
+    base = free_block(8)
+    proxies: dict[tuple[int, int], FaultProxy] = {}
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                proxies[(i, j)] = FaultProxy(base + 4 + j)
+                await nursery.start(proxies[(i, j)].run)
+    layout = generate(tmp_path / "net", base_rpc_port=base, base_p2p_port=base + 4, scrypt_n=2**10,
+                      consensus=ConsensusSection(view_timeout_ms=1500, status_interval_ms=300, retransmit_ms=500),
+                      peer_endpoint=lambda i, j: ("127.0.0.1", proxies[(i, j)].port))
+
+    def links(k: int) -> list[FaultProxy]:
+        return [p for (i, j), p in proxies.items() if k in (i, j)]
+
+    running: list[Running] = []
+    wallets = Wallets([n.rpc_url for n in layout.nodes])
+
+    async def height(k: int) -> int:
+        return int((await wallets.clients[k].call("qnx_status"))["height"])
+
+    async def wait_height(k: int, target: int) -> None:
+        with trio.fail_after(60):
+            while await height(k) < target:
+                await trio.sleep(0.2)
+
+    try:
+        for node in layout.nodes:
+            running.append(await start_node(node))
+        await wait_ready(Progress(layout, wallets, running), timeout=60)
+        chain = layout.chain_id
+        owner = KeyPair.generate()
+        deploy = sign_transaction(owner, chain, 0, [deploy_token_call("P", "P", 0, owner.address)], 200_000)
+        assert not (await submit_all(wallets, [deploy])).failures
+
+        for p in links(3):
+            p.cut()
+        cut_at = await height(3)
+        majority = Wallets([layout.nodes[i].rpc_url for i in (0, 1, 2)])
+        txs = [sign_transaction(owner, chain, n, [deploy_token_call("P", "P", 0, owner.address)], 200_000)
+               for n in range(1, 4)]
+        assert not (await submit_all(majority, txs)).failures
+        await majority.aclose()
+        top = await height(0)
+        assert top > cut_at and await height(3) <= cut_at + 1, "the cut-off backup must fall behind"
+        for p in links(3):
+            p.heal()
+        await wait_height(3, top)
+
+        for p in links(0):
+            p.cut()
+        rest = Wallets([layout.nodes[i].rpc_url for i in (1, 2, 3)])
+        txs = [sign_transaction(owner, chain, n, [deploy_token_call("P", "P", 0, owner.address)], 200_000)
+               for n in range(4, 7)]
+        assert not (await submit_all(rest, txs)).failures
+        status = await rest.clients[0].call("qnx_status")
+        await rest.aclose()
+        assert status["view"] >= 1
+        for p in links(0):
+            p.heal()
+        await wait_height(0, status["height"])
+        h = status["height"]
+        seen = {(await c.call("qnx_getBlockByNumber", h, False))["hash"] for c in wallets.clients}
+        assert len(seen) == 1
+        # the healed old primary takes part in the new view (it installs it from the NEW-VIEW)
+        with trio.fail_after(30):
+            while (await wallets.clients[0].call("qnx_status"))["view"] < status["view"]:
+                await trio.sleep(0.2)
+        await wait_height(0, h + 3)
+    finally:
+        with trio.CancelScope(shield=True):
+            await wallets.aclose()
+            for r in running:
+                await stop_node(r)
