@@ -44,7 +44,7 @@ from contracts.registry import default_vm
 from contracts.vm import VM, BlockEnv
 from crypto.exceptions import InvalidSignature
 from crypto.hashing import Hash32, sha3
-from crypto.keys import KeyPair
+from crypto.keys import Address, KeyPair
 from crypto.signatures import Context
 from node import messages as M
 from node.config import NodeConfig
@@ -505,6 +505,8 @@ class Node:
                 log.warning("peer %s sent a bad certified block %d: %s; not asking it for a while",
                             peer.hex()[:8], block.height, err)
                 self.sync.banned_until[peer] = trio.current_time() + 60.0
+                if self.net is not None:
+                    self.net.disconnect(Address(peer), f"bad certified block {block.height}")
                 return
             self.commit(block, item.certificate)
             self.carry_out(self.replica.synced(block.height, block.hash, item.certificate))

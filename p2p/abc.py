@@ -22,6 +22,10 @@ class Transport(Protocol):
         """Queue ``payload`` for every connected peer without blocking; return how many accepted it."""
         ...
 
+    def disconnect(self, peer: Address, reason: str) -> bool:
+        """Close the connection to a misbehaving ``peer``; whether there was one."""
+        ...
+
     def connected(self) -> frozenset[Address]:
         """The node ids of the peers connected and authenticated right now."""
         ...

@@ -329,6 +329,17 @@ class PeerNetwork:
         """The node ids of the peers connected and authenticated right now."""
         return frozenset(self._connections)
 
+    def disconnect(self, peer: Address, reason: str) -> bool:
+        """Close the connection to ``peer`` because it misbehaved (counted as a protocol failure, so
+        redialling backs off). Returns whether there was a connection to close."""
+        conn = self._connections.get(peer)
+        if conn is None:
+            return False
+        self._log.warning("disconnecting %s: %s", conn, reason)
+        conn.protocol_error = True
+        conn.cancel_scope.cancel()
+        return True
+
     # -- sending ----------------------------------------------------------------------------------
 
     def _check_payload(self, payload: bytes) -> bytes:

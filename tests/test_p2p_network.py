@@ -450,3 +450,16 @@ def test_backoff_grows_to_the_cap_with_jitter() -> None:
         assert len(set(delays)) > 1  # jittered
     assert backoff_delay(10**6, 0.05, 5.0, rng) <= 5.0  # no overflow however long the outage
     assert backoff_delay(3, 0.05, 5.0, random.Random(1)) == backoff_delay(3, 0.05, 5.0, random.Random(1))
+
+
+async def test_disconnect_closes_a_misbehaving_peer_and_it_comes_back_later() -> None:
+    async with trio.open_nursery() as nursery:
+        a, b = await start_cluster(nursery, keys_ordered(2))
+        await wait_fully_connected([a, b])
+        assert a.net.disconnect(b.id, "served a bad block") is True
+        await wait_until(lambda: b.id not in a.net.connected(), "the peer is disconnected")
+        assert a.net.disconnect(b.id, "again") is False or b.id in a.net.connected()
+        await wait_fully_connected([a, b])  # it redials after the protocol-failure backoff
+        assert a.net.send(b.id, b"hello") is True
+        assert await receive(b, 1) == [(a.id, b"hello")]
+        nursery.cancel_scope.cancel()
