@@ -127,3 +127,28 @@ def view_change_signing_bytes(chain_id: str, vc: ViewChange) -> bytes:
 def new_view_signing_bytes(chain_id: str, nv: NewView) -> bytes:
     """The exact bytes the new primary signs for its NEW-VIEW."""
     return encode(("QENEX/v1/new-view", chain_id, *nv.unsigned()))
+
+
+CHECKPOINT: Final = 6
+KIND_NAMES[CHECKPOINT] = "checkpoint"
+
+
+@dataclass(frozen=True)
+class Checkpoint(Struct):
+    """CHECKPOINT (§4.3): validator ``validator`` committed ``block_hash`` at sequence number ``seq``
+    (a multiple of the checkpoint interval). The block hash commits to the state root through the
+    header, so matching checkpoints are matching state digests. Signed like a vote, kind 6."""
+
+    seq: int
+    block_hash: Hash32
+    validator: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class StableCheckpoint(Struct):
+    """A checkpoint with a quorum of matching signatures: the proof of a stable prefix (§4.3)."""
+
+    seq: int
+    block_hash: Hash32
+    signatures: tuple[Checkpoint, ...]

@@ -30,8 +30,15 @@ view; one that is behind the proven height catches up first (``SyncTo``). A repl
 VIEW-CHANGEs for higher views joins the smallest of them (§4.5.2). VIEW-CHANGE and NEW-VIEW are
 recorded (``PersistVote``), so a restarted replica resumes in the view it had reached.
 
-Checkpoints and watermarks (§4.3) come next; the commit certificate of each block already serves
-as the proof of a stable prefix.
+Checkpoints and watermarks (§4.3): after committing every K-th sequence number (K =
+``checkpoint_interval``) a replica signs and broadcasts a CHECKPOINT naming that block (the block
+hash commits to the state root through the header). 2f + 1 matching ones make it stable
+(``CheckpointStable``, kept as the proof); the low watermark h moves up to it, older checkpoint
+messages are discarded, and no pre-prepare or vote outside [h, h + L] (L = 2K) is accepted, except
+for the one undecided sequence number. A quorum that certifies another block than the one this
+replica committed there is reported (``StateDivergence``): its state is not the network's. The
+commit certificate of each block proves the prefix below it, so a VIEW-CHANGE carries that
+certificate (a stronger proof than the checkpoint's) instead of the checkpoint messages.
 """
 
 from __future__ import annotations
@@ -42,15 +49,18 @@ from dataclasses import dataclass, field
 
 from consensus.exceptions import InvalidCertificate, InvalidMessage
 from consensus.messages import (
+    CHECKPOINT,
     COMMIT,
     NEW_VIEW,
     PRE_PREPARE,
     PREPARE,
     VIEW_CHANGE,
+    Checkpoint,
     Evidence,
     NewView,
     PreparedCertificate,
     PrePrepare,
+    StableCheckpoint,
     ViewChange,
     Vote,
     new_view_signing_bytes,
@@ -67,7 +77,9 @@ Signer = Callable[[bytes], bytes]
 """Signs vote bytes with this replica's consensus key (context ``Context.CONSENSUS``)."""
 
 DEFAULT_WINDOW = 16
-"""How many sequence numbers above the next one are buffered (the later high watermark)."""
+"""How many sequence numbers above the next one are buffered."""
+DEFAULT_CHECKPOINT_INTERVAL = 100
+"""K: a CHECKPOINT is sent after committing every K-th sequence number (§4.3)."""
 
 
 # --- actions -------------------------------------------------------------------------------------
@@ -75,9 +87,9 @@ DEFAULT_WINDOW = 16
 
 @dataclass(frozen=True)
 class Broadcast:
-    """Send ``message`` (a ``PrePrepare`` or ``Vote``) to every other validator."""
+    """Send ``message`` (any consensus message of this replica) to every other validator."""
 
-    message: PrePrepare | Vote | ViewChange | NewView
+    message: PrePrepare | Vote | ViewChange | NewView | Checkpoint
 
 
 @dataclass(frozen=True)
@@ -136,15 +148,32 @@ class ViewInstalled:
 
 
 @dataclass(frozen=True)
+class CheckpointStable:
+    """A checkpoint became stable (§4.3): keep ``checkpoint`` as the proof; the low watermark moved."""
+
+    checkpoint: StableCheckpoint
+
+
+@dataclass(frozen=True)
+class StateDivergence:
+    """A quorum certified ``seq`` with another block than ours: our state is not the network's."""
+
+    seq: int
+    ours: Hash32
+    theirs: Hash32
+
+
+@dataclass(frozen=True)
 class RecordEvidence:
     """A validator equivocated; keep ``evidence``."""
 
     evidence: Evidence
 
 
-Message = PrePrepare | Vote | ViewChange | NewView
+Message = PrePrepare | Vote | ViewChange | NewView | Checkpoint
 Action = (
     Broadcast | PersistVote | PersistPrepared | ValidateBlock | CommitBlock | RecordEvidence | SyncTo | ViewInstalled
+    | CheckpointStable | StateDivergence
 )
 
 
@@ -163,7 +192,7 @@ class _Slot:
 
 
 class Replica:
-    """One validator's PBFT state machine (normal case). See the module docstring."""
+    """One validator's PBFT state machine: normal case, view change, checkpoints. See the module docstring."""
 
     def __init__(
         self,
@@ -181,13 +210,16 @@ class Replica:
         head_certificate: CommitCertificate | None = None,
         prepared: PreparedCertificate | None = None,
         genesis_hash: Hash32 | None = None,
+        checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
+        stable_checkpoint: StableCheckpoint | None = None,
     ) -> None:
         """Start at committed ``height`` with head ``head_hash``.
 
         ``index`` is this validator's position (None for an observer that never votes);
         ``votes`` are the records of earlier ``PersistVote`` actions, keyed (kind, view, seq), and
         ``prepared`` the last ``PersistPrepared`` one; ``head_certificate`` proves the head (None at
-        height 0); ``genesis_hash`` is the head hash of height 0 (default ``head_hash``).
+        height 0); ``genesis_hash`` is the head hash of height 0 (default ``head_hash``);
+        ``stable_checkpoint`` is the last ``CheckpointStable`` proof (it sets the low watermark).
         Raises ``ValueError`` for n < 1 or an index outside the set.
         """
         if n < 1 or (index is not None and not 0 <= index < n):
@@ -221,6 +253,12 @@ class Replica:
         installed = [k[1] for k in self._votes if k[0] == NEW_VIEW]
         self.view = max([view, *changed, *installed])
         self.active = self.view == view or self.view in installed
+        if checkpoint_interval < 1:
+            raise ValueError("the checkpoint interval is at least 1")
+        self.checkpoint_interval = checkpoint_interval
+        self.stable_checkpoint = stable_checkpoint
+        self._checkpoints: dict[int, dict[int, Checkpoint]] = {}
+        self._own_checkpoints: dict[int, Hash32] = {}
 
     # --- roles ------------------------------------------------------------------------------------
 
@@ -232,6 +270,16 @@ class Replica:
     def is_primary(self) -> bool:
         """Whether this replica is the primary of the current view and that view is installed."""
         return self.active and self.index == self.primary()
+
+    @property
+    def low_watermark(self) -> int:
+        """h: the sequence number of the last stable checkpoint (0 before the first)."""
+        return 0 if self.stable_checkpoint is None else self.stable_checkpoint.seq
+
+    @property
+    def high_watermark(self) -> int:
+        """H = h + L with L = 2K: no message for a sequence number above it is accepted (§4.3)."""
+        return self.low_watermark + 2 * self.checkpoint_interval
 
     @property
     def next_seq(self) -> int:
@@ -282,6 +330,10 @@ class Replica:
             return self._on_view_change(message)
         if isinstance(message, NewView):
             return self._on_new_view(message)
+        if isinstance(message, Checkpoint):
+            return self._on_checkpoint(message)
+        if message.seq <= self.low_watermark or message.seq > max(self.high_watermark, self.next_seq):
+            return []  # outside the watermarks (§4.3); the one undecided sequence number is always in
         if message.view < self.view or message.seq <= self.height:
             return []  # an older view, or already decided
         if message.seq > self.height + 1 + self.window or message.view > self.view + self.window:
@@ -339,10 +391,17 @@ class Replica:
         PBFT retransmits on timeout (Castro & Liskov §4.2 assumes eventual delivery): a peer that
         connected late or dropped a frame still gets the pre-prepare and the votes it needs.
         """
+        own_cp: list[Message] = []
+        if self._own_checkpoints and self.index is not None:
+            seq = max(self._own_checkpoints)
+            mine = self._checkpoints.get(seq, {}).get(self.index)
+            if mine is not None and seq > self.low_watermark:
+                own_cp.append(mine)  # not stable yet: offer it again
         if not self.active:
-            return [m for m in (self._own_vc,) if m is not None and m.new_view == self.view]
+            return own_cp + [m for m in (self._own_vc,) if m is not None and m.new_view == self.view]
         slot = self._slots.get((self.view, self.next_seq))
         out: list[Message] = [self._own_nv] if self._own_nv is not None and self._own_nv.view == self.view else []
+        out += own_cp
         if slot is None or self.index is None:
             return out
         if slot.pre_prepare is not None and slot.pre_prepare.validator == self.index:
@@ -459,8 +518,16 @@ class Replica:
         return actions
 
     def _committed(self, height: int, head_hash: Hash32) -> list[Action]:
+        start = self.height
         self.height = height
         self.head_hash = head_hash
+        checkpoint_actions: list[Action] = []
+        k = self.checkpoint_interval
+        if self.index is not None and self._sign is not None and height // k > start // k and height % k == 0:
+            cp = Checkpoint(height, head_hash, self.index,
+                            self._sign(self._bytes(CHECKPOINT, 0, height, head_hash, self.index)))
+            self._own_checkpoints[height] = head_hash
+            checkpoint_actions = [Broadcast(cp), *self._add_checkpoint(cp)]
         for key in [k for k in self._slots if k[1] <= height]:
             del self._slots[key]
         for seen in [k for k in self._seen if k[2] <= height]:
@@ -472,14 +539,17 @@ class Replica:
             self._prepared = None
         for seq in [s for s in self._future if s <= height]:
             del self._future[seq]
-        actions: list[Action] = []
+        actions: list[Action] = checkpoint_actions
+        for seq in sorted(s for s in self._checkpoints if self.low_watermark < s <= height):
+            hashes = {c.block_hash for c in self._checkpoints[seq].values()}
+            for h in sorted(hashes):
+                actions += self._try_stable(seq, h)
         for m in self._future.pop(self.next_seq, []):
             try:
                 actions += self._apply(m)
             except InvalidMessage:
                 continue  # a buffered pre-prepare that no longer extends the head
         return actions
-
 
     # --- view change (§4.4) ---------------------------------------------------------------------
 
@@ -641,6 +711,47 @@ class Replica:
             except InvalidMessage:
                 continue
         return actions
+
+    # --- checkpoints (§4.3) -------------------------------------------------------------------------
+
+    def _on_checkpoint(self, cp: Checkpoint) -> list[Action]:
+        k = self.checkpoint_interval
+        # bounded by our own height too: a replica that caught up past H must still hear new checkpoints
+        if cp.seq <= self.low_watermark or cp.seq % k or cp.seq > max(self.high_watermark, self.height) + k:
+            return []
+        if not 0 <= cp.validator < self.n:
+            raise InvalidMessage(f"checkpoint from index {cp.validator} outside the set")
+        try:
+            self._verify(cp.validator, self._bytes(CHECKPOINT, 0, cp.seq, cp.block_hash, cp.validator), cp.signature)
+        except InvalidSignature as err:
+            raise InvalidMessage(f"bad checkpoint signature from {cp.validator}") from err
+        return self._add_checkpoint(cp)
+
+    def _add_checkpoint(self, cp: Checkpoint) -> list[Action]:
+        votes = self._checkpoints.setdefault(cp.seq, {})
+        if cp.validator in votes:
+            return []
+        votes[cp.validator] = cp
+        return self._try_stable(cp.seq, cp.block_hash)
+
+    def _try_stable(self, seq: int, block_hash: Hash32) -> list[Action]:
+        votes = self._checkpoints.get(seq, {})
+        matching = sorted((c for c in votes.values() if c.block_hash == block_hash), key=lambda c: c.validator)
+        if len(matching) < self.quorum or seq <= self.low_watermark:
+            return []
+        actions: list[Action] = []
+        ours = self._own_checkpoints.get(seq)
+        if ours is not None and ours != block_hash:
+            actions.append(StateDivergence(seq, ours, block_hash))
+        if seq > self.height:
+            return actions  # stable elsewhere; once we caught up to it, it is ours too
+        self.stable_checkpoint = StableCheckpoint(seq, block_hash, tuple(matching[: self.quorum]))
+        cp = self.stable_checkpoint
+        for seq in [s for s in self._checkpoints if s <= cp.seq]:
+            del self._checkpoints[seq]
+        for seq in [s for s in self._own_checkpoints if s < cp.seq]:
+            del self._own_checkpoints[seq]
+        return [*actions, CheckpointStable(self.stable_checkpoint)]
 
 
 def quorum_size(n: int) -> int:

@@ -29,15 +29,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from consensus.exceptions import InvalidMessage
-from consensus.messages import COMMIT, PRE_PREPARE, NewView, PrePrepare, ViewChange, Vote, vote_signing_bytes
+from consensus.messages import (
+    COMMIT,
+    PRE_PREPARE,
+    Checkpoint,
+    NewView,
+    PrePrepare,
+    StableCheckpoint,
+    ViewChange,
+    Vote,
+    vote_signing_bytes,
+)
 from consensus.replica import (
     Action,
     Broadcast,
+    CheckpointStable,
     CommitBlock,
     PersistPrepared,
     PersistVote,
     RecordEvidence,
     Replica,
+    StateDivergence,
     SyncTo,
     ValidateBlock,
     ViewInstalled,
@@ -50,7 +62,7 @@ from crypto.signatures import ED25519, Context
 from state.types import Block, BlockHeader, CommitCertificate
 
 CHAIN = "sim"
-Message = PrePrepare | Vote | ViewChange | NewView
+Message = PrePrepare | Vote | ViewChange | NewView | Checkpoint
 BEHAVIOURS = ("equivocate", "double-vote", "bad-signature", "replay")
 
 
@@ -82,6 +94,7 @@ class Sim:
     drop: float = 0.0
     duplicate: float = 0.0
     twins: Sequence[int] = ()
+    checkpoint_interval: int = 3
     byzantine: dict[int, set[str]] = field(default_factory=dict)
     keys: list[KeyPair] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
@@ -98,6 +111,8 @@ class Sim:
     """Cut links, as (sending instance, receiving instance)."""
     sent: list[Message] = field(default_factory=list)
     proposals: dict[tuple[int, int, int], Block] = field(default_factory=dict)
+    stable: dict[int, StableCheckpoint] = field(default_factory=dict)
+    divergences: list[StateDivergence] = field(default_factory=list)
     rejected: int = 0
 
     def __post_init__(self) -> None:
@@ -114,7 +129,7 @@ class Sim:
         key = self.keys[index]
         return Replica(chain_id=CHAIN, n=self.n, index=index,
                        signer=lambda m, k=key: k.sign(Context.CONSENSUS, m),  # type: ignore[misc]
-                       verifier=self.verifier, genesis_hash=ZERO_HASH,
+                       verifier=self.verifier, genesis_hash=ZERO_HASH, checkpoint_interval=self.checkpoint_interval,
                        **{"height": 0, "head_hash": ZERO_HASH, **restore})  # type: ignore[arg-type]
 
     # --- roles --------------------------------------------------------------------------------------
@@ -206,6 +221,13 @@ class Sim:
                 self.committed[i][a.block.height] = (a.block.hash, a.certificate)
             elif isinstance(a, RecordEvidence):
                 self.evidence.append(a)
+            elif isinstance(a, CheckpointStable):
+                old = self.stable.get(i)
+                if old is not None and a.checkpoint.seq <= old.seq:
+                    raise SafetyViolation(f"instance {i}'s low watermark went back (seed {self.seed})")
+                self.stable[i] = a.checkpoint
+            elif isinstance(a, StateDivergence) and i in self.honest():
+                self.divergences.append(a)
 
     def deliver(self, inst: int, message: Message) -> None:
         """Hand ``message`` to instance ``inst``; forged or malformed ones are counted and dropped."""
@@ -270,7 +292,8 @@ class Sim:
         head, cert = self.committed[i][height] if height else (ZERO_HASH, None)
         votes = {(p.kind, p.view, p.seq): p.block_hash for p in self.persisted[i] if p.seq > height or p.kind >= 4}
         self.replicas[i] = self._replica(self.index_of[i], height=height, head_hash=head, votes=votes,
-                                         head_certificate=cert, prepared=self.prepared.get(i))
+                                         head_certificate=cert, prepared=self.prepared.get(i),
+                                         stable_checkpoint=self.stable.get(i))
 
     def isolate(self, index: int) -> None:
         """Cut every link to and from the instances holding validator ``index``."""
@@ -329,7 +352,14 @@ class Sim:
             f"{[r.height for r in self.replicas]}, views {[r.view for r in self.replicas]}")
 
     def check_safety(self) -> None:
-        """Raise ``SafetyViolation`` if two honest replicas committed different blocks at one height."""
+        """Raise ``SafetyViolation`` if two honest replicas committed different blocks at one height,
+        or an honest replica's stable checkpoint is not the block it committed there."""
+        for i in self.honest():
+            cp = self.stable.get(i)
+            if cp is not None and self.committed[i].get(cp.seq, (cp.block_hash,))[0] != cp.block_hash:
+                raise SafetyViolation(f"instance {i}: stable checkpoint {cp.seq} is not its block (seed {self.seed})")
+        if self.divergences:
+            raise SafetyViolation(f"state divergence {self.divergences[0]} (seed {self.seed})")
         heights: dict[int, set[bytes]] = {}
         for i in self.honest():
             for h, (bh, _) in self.committed[i].items():

@@ -10,6 +10,7 @@
 | 6    | BLOCKS      | ``Blocks``: certified blocks, ascending heights         |
 | 7    | VIEW_CHANGE | ``consensus.messages.ViewChange``                       |
 | 8    | NEW_VIEW    | ``consensus.messages.NewView``                          |
+| 9    | CHECKPOINT  | ``consensus.messages.Checkpoint``                       |
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from consensus.messages import NewView, PrePrepare, ViewChange, Vote
+from consensus.messages import Checkpoint, NewView, PrePrepare, ViewChange, Vote
 from crypto.hashing import Hash32
 from state.codec import Struct, decode_value, encode
 from state.exceptions import DecodeError
@@ -31,6 +32,7 @@ GET_BLOCKS: Final = 5
 BLOCKS: Final = 6
 VIEW_CHANGE: Final = 7
 NEW_VIEW: Final = 8
+CHECKPOINT: Final = 9
 
 MAX_BLOCKS_PER_REPLY: Final = 32
 
@@ -68,14 +70,14 @@ class Blocks(Struct):
 
 _BODY: dict[int, type[Struct]] = {
     PRE_PREPARE: PrePrepare, VOTE: Vote, STATUS: Status, GET_BLOCKS: GetBlocks, BLOCKS: Blocks,
-    VIEW_CHANGE: ViewChange, NEW_VIEW: NewView,
+    VIEW_CHANGE: ViewChange, NEW_VIEW: NewView, CHECKPOINT: Checkpoint,
 }
 _KIND: dict[type[Struct], int] = {cls: kind for kind, cls in _BODY.items()}
 
-Message = bytes | PrePrepare | Vote | Status | GetBlocks | Blocks | ViewChange | NewView
+Message = bytes | PrePrepare | Vote | Status | GetBlocks | Blocks | ViewChange | NewView | Checkpoint
 
 
-def pack_consensus(message: PrePrepare | Vote | ViewChange | NewView) -> bytes:
+def pack_consensus(message: PrePrepare | Vote | ViewChange | NewView | Checkpoint) -> bytes:
     """The frame payload of a consensus message, its type taken from its class."""
     return pack(_KIND[type(message)], message)
 

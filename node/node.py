@@ -31,10 +31,12 @@ from consensus.messages import (
     COMMIT,
     NEW_VIEW,
     VIEW_CHANGE,
+    Checkpoint,
     Evidence,
     NewView,
     PreparedCertificate,
     PrePrepare,
+    StableCheckpoint,
     ViewChange,
     Vote,
 )
@@ -141,6 +143,8 @@ class Node:
             verifier=self._verifier, height=head.height, head_hash=head.block_hash,
             votes=self._load_votes(), head_certificate=self.chain.certificate(head.height),
             prepared=self._load_prepared(), genesis_hash=genesis.hash,
+            checkpoint_interval=genesis.param("checkpointInterval", pbft.DEFAULT_CHECKPOINT_INTERVAL),
+            stable_checkpoint=self._load_checkpoint(),
         )
         self._executed: dict[Hash32, _Executed] = {}
         self._waiters: dict[Hash32, trio.Event] = {}
@@ -167,6 +171,15 @@ class Node:
             if seq > self.chain.head.height or kind in (VIEW_CHANGE, NEW_VIEW):
                 votes[(kind, view, seq)] = Hash32(value)
         return votes
+
+    def _load_checkpoint(self) -> StableCheckpoint | None:
+        raw = self.chain.get_record(b"checkpoint")
+        if raw is None:
+            return None
+        try:
+            return StableCheckpoint.decode(raw)
+        except DecodeError as err:
+            raise StoreCorrupted(f"unreadable stable-checkpoint record: {err}") from err
 
     def _load_prepared(self) -> PreparedCertificate | None:
         raw = self.chain.get_record(b"prepared")
@@ -385,6 +398,13 @@ class Node:
                     if height >= a.height:
                         self._maybe_sync(peer, height)
                         break
+            elif isinstance(a, pbft.CheckpointStable):
+                self.chain.put_record(b"checkpoint", a.checkpoint.encode())
+                log.info("checkpoint %d stable with %d signatures", a.checkpoint.seq, len(a.checkpoint.signatures))
+            elif isinstance(a, pbft.StateDivergence):
+                log.critical("a quorum certified block 0x%s at %d, but this node committed 0x%s: its state "
+                             "is not the network's; stop it and resync from a peer", a.theirs.hex(), a.seq,
+                             a.ours.hex())
             elif isinstance(a, pbft.ViewInstalled):
                 self.last_progress = trio.current_time()
                 log.info("view %d installed (primary: validator %d)", a.view, self.replica.primary())
@@ -439,8 +459,8 @@ class Node:
                 if body.seq > self.replica.next_seq:
                     self._maybe_sync(peer, body.seq - 1)
                 self.carry_out(self.replica.receive(body))
-            elif kind in (M.VIEW_CHANGE, M.NEW_VIEW):
-                assert isinstance(body, ViewChange | NewView)  # noqa: S101
+            elif kind in (M.VIEW_CHANGE, M.NEW_VIEW, M.CHECKPOINT):
+                assert isinstance(body, ViewChange | NewView | Checkpoint)  # noqa: S101
                 self.carry_out(self.replica.receive(body))
             elif kind == M.STATUS:
                 assert isinstance(body, M.Status)  # noqa: S101

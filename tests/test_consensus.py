@@ -420,3 +420,53 @@ def test_liveness_failure_is_reported_with_its_seed() -> None:
     sim.crash(2)  # more than f down: no quorum
     with pytest.raises(LivenessFailure, match="seed 77"):
         sim.run_until(1, rounds=10)
+
+
+# --- checkpoints and watermarks (§4.3) -------------------------------------------------------------
+
+
+def test_checkpoints_become_stable_and_move_the_low_watermark() -> None:
+    sim = Sim(4, seed=11, checkpoint_interval=3)
+    sim.run_until(7)
+    for i in range(4):
+        cp = sim.stable[i]
+        assert cp.seq == 6 and sim.replicas[i].low_watermark == 6 and sim.replicas[i].high_watermark == 12
+        assert cp.block_hash == sim.committed[i][6][0]
+        assert len({c.validator for c in cp.signatures}) >= 3
+        for c in cp.signatures:  # each signature is a real CHECKPOINT signature
+            sim.verifier(c.validator, vote_signing_bytes(CHAIN, 6, 0, c.seq, c.block_hash, c.validator), c.signature)
+
+
+def test_messages_outside_the_watermarks_are_ignored() -> None:
+    sim = Sim(4, seed=12, checkpoint_interval=2)
+    sim.run_until(5)
+    r = sim.replicas[1]
+    assert r.low_watermark == 4 and r.high_watermark == 8
+    key = sim.keys[2]
+    for seq in (3, 9):  # below h, above H (and not the next one)
+        h = sha3(bytes([seq]))
+        vote = Vote(PREPARE, r.view, seq, h, 2, key.sign(Context.CONSENSUS, vote_signing_bytes(
+            CHAIN, PREPARE, r.view, seq, h, 2)))
+        assert r.receive(vote) == []
+    assert 9 not in r._future
+
+
+def test_a_quorum_certifying_another_block_is_reported_as_divergence() -> None:
+    from consensus.messages import Checkpoint
+    from consensus.replica import StateDivergence
+
+    sim = Sim(4, seed=13, checkpoint_interval=2)
+    sim.run_until(1)
+    sim.crash(3)  # it will not hear the real checkpoint
+    sim.run_until(2)
+    sim.restart(3)
+    r = sim.replicas[3]
+    other = sha3(b"not our block")
+    # replica 3 commits block 2 by catch-up, then three validators claim another block at 2
+    sim.catch_up()
+    r._own_checkpoints[2] = sim.committed[3][2][0]
+    out = []
+    for v in (0, 1, 2):
+        cp = Checkpoint(2, other, v, sim.keys[v].sign(Context.CONSENSUS, vote_signing_bytes(CHAIN, 6, 0, 2, other, v)))
+        out += r.receive(cp)
+    assert any(isinstance(a, StateDivergence) and a.theirs == other for a in out)

@@ -19,7 +19,7 @@ from node.node import Node
 from node.rpc.client import deploy_token_call, sign_transaction
 from node.setup import NodeKeys, validator_entry
 from state.kv import MemoryStore
-from state.types import Block, Call, CommitCertificate, Genesis, ValidatorSignature
+from state.types import Block, Call, CommitCertificate, Genesis, Param, ValidatorSignature
 from tests.test_devnet import free_block
 
 CHAIN = "qenex-node-test"
@@ -29,8 +29,9 @@ def make_keys(n: int) -> list[NodeKeys]:
     return [NodeKeys(KeyPair.generate(ED25519), KeyPair.generate(ED25519)) for _ in range(n)]
 
 
-def make_node(keys: list[NodeKeys], i: int, config: NodeConfig | None = None) -> Node:
-    genesis = Genesis(CHAIN, 1_700_000_000_000, tuple(validator_entry(f"v{j}", k) for j, k in enumerate(keys)))
+def make_node(keys: list[NodeKeys], i: int, config: NodeConfig | None = None, checkpoint_interval: int = 100) -> Node:
+    genesis = Genesis(CHAIN, 1_700_000_000_000, tuple(validator_entry(f"v{j}", k) for j, k in enumerate(keys)),
+                      (Param("checkpointInterval", checkpoint_interval),))
     return Node(config=config or NodeConfig(), genesis=genesis, store=MemoryStore(), node_key=keys[i].node,
                 validator_key=keys[i].validator)
 
@@ -121,7 +122,7 @@ async def test_four_nodes_commit_and_a_late_node_catches_up(nursery: trio.Nurser
         cfg = NodeConfig(rpc=RPCSection(port=rpc + i), p2p=P2PSection(port=p2p + i, peers=peers),
                          consensus=ConsensusSection(block_interval_ms=50, empty_block_interval_ms=200,
                                                     status_interval_ms=200, retransmit_ms=300))
-        nodes.append(make_node(keys, i, cfg))
+        nodes.append(make_node(keys, i, cfg, checkpoint_interval=2))
     # node 1 admits a transaction while it has no peer at all: gossip must still bring it to the
     # primary once they connect (pending transactions are pushed on connect, and re-offered)
     await nursery.start(nodes[1].run)
@@ -150,3 +151,14 @@ async def test_four_nodes_commit_and_a_late_node_catches_up(nursery: trio.Nurser
         assert n.chain.block(h) is None or n.chain.block(h).hash == nodes[3].chain.block(h).hash
     assert nodes[3].chain.receipt(tx.hash) is not None
     assert len({n.chain.block(3).header.state_root for n in nodes}) == 1
+    try:
+        with trio.fail_after(30):  # checkpoints every 2 blocks become stable on every node, late one included
+            while min(n.replica.low_watermark for n in nodes) < 6:
+                await nodes[3].commit_event.wait()
+    except trio.TooSlowError:
+        raise AssertionError([(n.chain.head.height, n.replica.height, n.replica.view, n.replica.active,
+                               n.replica.low_watermark) for n in nodes]) from None
+    for n in nodes:
+        cp = n.replica.stable_checkpoint
+        assert cp is not None and cp.block_hash == n.chain.block(cp.seq).hash
+        assert n.chain.get_record(b"checkpoint") == cp.encode()

@@ -272,6 +272,11 @@ class RPCApp:
             "timestamp": head.timestamp_ms, "view": node.replica.view, "validators": node.n,
             "validatorIndex": node.index, "peers": detail["peers"], "syncing": head.height < detail["bestPeerHeight"],
             "mempool": len(node.mempool),
+            "stableCheckpoint": None if node.replica.stable_checkpoint is None else {
+                "height": node.replica.stable_checkpoint.seq,
+                "blockHash": J.hexb(node.replica.stable_checkpoint.block_hash),
+                "signers": [c.validator for c in node.replica.stable_checkpoint.signatures],
+            },
         }
 
     async def validators(self, p: list[Any]) -> list[dict[str, Any]]:
