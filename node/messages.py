@@ -77,9 +77,14 @@ _KIND: dict[type[Struct], int] = {cls: kind for kind, cls in _BODY.items()}
 Message = bytes | PrePrepare | Vote | Status | GetBlocks | Blocks | ViewChange | NewView | Checkpoint
 
 
+def kind_of(message: PrePrepare | Vote | ViewChange | NewView | Checkpoint) -> int:
+    """The message type of a consensus message, taken from its class."""
+    return _KIND[type(message)]
+
+
 def pack_consensus(message: PrePrepare | Vote | ViewChange | NewView | Checkpoint) -> bytes:
     """The frame payload of a consensus message, its type taken from its class."""
-    return pack(_KIND[type(message)], message)
+    return pack(kind_of(message), message)
 
 
 def pack(kind: int, body: Struct | bytes) -> bytes:

@@ -29,6 +29,7 @@ from consensus import replica as pbft
 from consensus.exceptions import InvalidMessage
 from consensus.messages import (
     COMMIT,
+    KIND_NAMES,
     NEW_VIEW,
     VIEW_CHANGE,
     Checkpoint,
@@ -52,10 +53,11 @@ from node import messages as M
 from node.config import NodeConfig
 from node.exceptions import InvalidBlock
 from node.mempool import Mempool
+from node.metrics import NodeMetrics
 from p2p.network import PeerNetwork
 from state.abc import KeyValueStore, WriteOp
 from state.chain import ChainStore
-from state.codec import decode_value, encode
+from state.codec import Struct, decode_value, encode
 from state.exceptions import DecodeError, StoreCorrupted
 from state.tree import merkle_root
 from state.types import MAX_TX_SIZE, Block, BlockHeader, CommitCertificate, Genesis, Receipt, Transaction
@@ -158,6 +160,8 @@ class Node:
         self.timeouts = 0
         self.sync_target = 0
         self.rpc_urls: list[str] = []
+        self.evidence_count = sum(1 for _ in self.chain.kv.iterate(b"k/evidence"))
+        self.metrics = NodeMetrics(self)
 
     # --- consensus records --------------------------------------------------------------------
 
@@ -237,6 +241,19 @@ class Node:
         Idempotent for a transaction already pending. Raises ``DecodeError``,
         ``InvalidSignature`` or ``TxRejected`` (chain id, nonce, gas, mempool full).
         """
+        try:
+            return self._admit(raw, gossip)
+        except TxRejected as err:
+            self.metrics.rejected.labels(err.reason).inc()
+            raise
+        except InvalidSignature:
+            self.metrics.rejected.labels("bad signature").inc()
+            raise
+        except DecodeError:
+            self.metrics.rejected.labels("malformed").inc()
+            raise
+
+    def _admit(self, raw: bytes, gossip: bool) -> Hash32:
         tx = self.decode_tx(raw)
         if tx.hash in self.mempool:
             return tx.hash
@@ -246,7 +263,7 @@ class Node:
         now = trio.current_time()
         if self.mempool.add(tx, len(raw), self.account_nonce(body.sender), raw=raw, now=now) and gossip \
                 and self.net is not None:
-            self.net.broadcast(M.pack(M.TX, raw))
+            self._broadcast(M.TX, raw)
         return tx.hash
 
     def waiter(self, tx_hash: Hash32) -> trio.Event:
@@ -373,6 +390,8 @@ class Node:
                 event.set()
         self.last_commit_time = self.last_progress = trio.current_time()
         self.timeouts = 0
+        self.metrics.on_commit(len(block.transactions), len(block.encode()),
+                               (self.clock_ms() - block.header.timestamp_ms) / 1000)
         self.commit_event.set()
         self.commit_event = trio.Event()
         log.info("committed block %d hash=%s txs=%d root=%s mempool=%d", block.height, block.hash.hex()[:16],
@@ -391,7 +410,7 @@ class Node:
                 self.chain.put_record(b"prepared", a.certificate.encode())
             elif isinstance(a, pbft.Broadcast):
                 if self.net is not None:
-                    self.net.broadcast(M.pack_consensus(a.message))
+                    self._broadcast(M.kind_of(a.message), a.message)
             elif isinstance(a, pbft.SyncTo):
                 self.sync_target = max(self.sync_target, a.height)
                 for peer, height in self.sync.peer_heights.items():
@@ -400,13 +419,16 @@ class Node:
                         break
             elif isinstance(a, pbft.CheckpointStable):
                 self.chain.put_record(b"checkpoint", a.checkpoint.encode())
+                self.metrics.checkpoints.inc()
                 log.info("checkpoint %d stable with %d signatures", a.checkpoint.seq, len(a.checkpoint.signatures))
             elif isinstance(a, pbft.StateDivergence):
+                self.metrics.divergences.inc()
                 log.critical("a quorum certified block 0x%s at %d, but this node committed 0x%s: its state "
                              "is not the network's; stop it and resync from a peer", a.theirs.hex(), a.seq,
                              a.ours.hex())
             elif isinstance(a, pbft.ViewInstalled):
                 self.last_progress = trio.current_time()
+                self.metrics.view_changes.inc()
                 log.info("view %d installed (primary: validator %d)", a.view, self.replica.primary())
             elif isinstance(a, pbft.ValidateBlock):
                 try:
@@ -421,6 +443,8 @@ class Node:
             elif isinstance(a, pbft.RecordEvidence):
                 ev = a.evidence
                 self.chain.put_record(b"evidence" + encode((ev.view, ev.seq, ev.validator, ev.kind)), ev.encode())
+                self.evidence_count += 1
+                self.metrics.evidence.labels(KIND_NAMES.get(ev.kind, str(ev.kind))).inc()
                 log.warning("equivocation by validator %d at view %d seq %d", ev.validator, ev.view, ev.seq)
 
     def propose(self) -> Block | None:
@@ -448,6 +472,7 @@ class Node:
         """Handle one frame from ``peer``; a bad one is logged and dropped, never fatal."""
         try:
             kind, body = M.unpack(payload, self.config.p2p.max_frame_bytes)
+            self.metrics.on_message(kind, len(payload))
             if kind == M.TX:
                 assert isinstance(body, bytes)  # noqa: S101 - guaranteed by unpack
                 try:
@@ -473,9 +498,27 @@ class Node:
                 assert isinstance(body, M.Blocks)  # noqa: S101
                 self._apply_blocks(peer, body)
         except (DecodeError, InvalidMessage) as err:
+            self.metrics.bad_messages.inc()
             log.warning("bad message from peer %s: %s", peer.hex()[:8], err)
 
     # --- catch-up ---------------------------------------------------------------------------------
+
+    def _send(self, peer: bytes, kind: int, body: Struct | bytes) -> bool:
+        """Queue one message for ``peer`` (counted in the metrics); False if it was not queued."""
+        if self.net is None:
+            return False
+        payload = M.pack(kind, body)
+        ok = self.net.send(Address(peer), payload)
+        if ok:
+            self.metrics.on_message(kind, len(payload), sent=1)
+        return ok
+
+    def _broadcast(self, kind: int, body: Struct | bytes) -> None:
+        """Queue one message for every connected peer (counted in the metrics)."""
+        if self.net is None:
+            return
+        payload = M.pack(kind, body)
+        self.metrics.on_message(kind, len(payload), sent=self.net.broadcast(payload))
 
     def status(self) -> M.Status:
         """Our committed height and head hash."""
@@ -492,7 +535,7 @@ class Node:
             return
         start = self.chain.head.height + 1
         count = min(M.MAX_BLOCKS_PER_REPLY, peer_height - self.chain.head.height)
-        if self.net.send(peer, M.pack(M.GET_BLOCKS, M.GetBlocks(start, count))):
+        if self._send(peer, M.GET_BLOCKS, M.GetBlocks(start, count)):
             self.sync.peer, self.sync.sent_at = peer, now
             log.info("catching up: asking %s for blocks %d..%d", peer.hex()[:8], start, start + count - 1)
 
@@ -508,7 +551,7 @@ class Node:
             if size > self.config.p2p.max_frame_bytes // 2:
                 break
         if self.net is not None:
-            self.net.send(peer, M.pack(M.BLOCKS, M.Blocks(tuple(out))))
+            self._send(peer, M.BLOCKS, M.Blocks(tuple(out)))
 
     def _apply_blocks(self, peer: bytes, reply: M.Blocks) -> None:
         if self.sync.peer == peer:
@@ -529,6 +572,7 @@ class Node:
                     self.net.disconnect(Address(peer), f"bad certified block {block.height}")
                 return
             self.commit(block, item.certificate)
+            self.metrics.synced_blocks.inc()
             self.carry_out(self.replica.synced(block.height, block.hash, item.certificate))
         best = max(self.sync.peer_heights.values(), default=0)
         if best > self.chain.head.height:
@@ -570,9 +614,9 @@ class Node:
     async def _peer_events_loop(self, events: trio.MemoryReceiveChannel[tuple[str, bytes]]) -> None:
         async for kind, peer in events:
             if kind == "connected" and self.net is not None:
-                self.net.send(peer, M.pack(M.STATUS, self.status()))
+                self._send(peer, M.STATUS, self.status())
                 for raw in self.mempool.pending_raw(GOSSIP_ON_CONNECT):
-                    if not self.net.send(peer, M.pack(M.TX, raw)):
+                    if not self._send(peer, M.TX, raw):
                         break  # its queue is full; the periodic re-gossip offers the rest
             elif kind == "disconnected":
                 self.sync.peer_heights.pop(peer, None)
@@ -612,6 +656,7 @@ class Node:
         if now - self.last_progress < timeout or self.index is None:
             return
         self.timeouts += 1
+        self.metrics.timeouts.inc()
         self.last_progress = now
         log.warning("no progress for %.1f s in view %d: moving to view %d", timeout, self.replica.view,
                     self.replica.view + 1)
@@ -627,14 +672,14 @@ class Node:
                 continue
             if now - last_status >= c.status_interval_ms / 1000:
                 last_status = now
-                self.net.broadcast(M.pack(M.STATUS, self.status()))
+                self._broadcast(M.STATUS, self.status())
                 for raw in self.mempool.regossip(now, REGOSSIP_AFTER, REGOSSIP_BATCH):
-                    self.net.broadcast(M.pack(M.TX, raw))
+                    self._broadcast(M.TX, raw)
             quiet = now - self.last_commit_time >= c.retransmit_ms / 1000
             if quiet and now - last_retransmit >= c.retransmit_ms / 1000:
                 last_retransmit = now
                 for message in self.replica.retransmit():
-                    self.net.broadcast(M.pack_consensus(message))
+                    self._broadcast(M.kind_of(message), message)
             self._check_view_timer(now)
 
 

@@ -227,3 +227,39 @@ async def test_equivocation_is_recorded_and_served(live_node: LiveNode) -> None:
     e = evidence[0]
     assert e["validator"] == 0 and e["kind"] == "prepare" and e["height"] == seq
     assert {e["first"]["blockHash"], e["second"]["blockHash"]} == {"0x" + sha3(b"a").hex(), "0x" + sha3(b"b").hex()}
+    metrics = await metric_values(live_node)
+    assert metrics["qenex_equivocation_evidence"] == 1.0
+    assert metrics['qenex_equivocations_detected_total{kind="prepare"}'] == 1.0
+    assert metrics['qenex_p2p_messages_received_total{type="vote"}'] == 2.0
+
+
+async def metric_values(live: LiveNode) -> dict[str, float]:
+    """GET /metrics, parsed from the Prometheus text format into {series: value}."""
+    response = await live.http.get(live.url.rstrip("/") + "/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    out = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            out[series] = float(value)
+    return out
+
+
+async def test_metrics_follow_commits_and_rejections(live_node: LiveNode) -> None:
+    before = await metric_values(live_node)
+    assert before["qenex_validators"] == 1.0 and before["qenex_view"] == 0.0
+    assert before["process_resident_memory_bytes"] > 0
+    owner, token = await setup_token(live_node)
+    bad = sign_transaction(owner, "another-chain", 2, [transfer_call(token, owner.address, 1)])
+    assert (await error(live_node, "qnx_sendRawTransaction", raw(bad)))["code"] == -32000
+    stale = sign_transaction(owner, CHAIN, 0, [transfer_call(token, owner.address, 1)])
+    await error(live_node, "qnx_sendRawTransaction", raw(stale))
+    after = await metric_values(live_node)
+    height = live_node.node.chain.head.height
+    assert after["qenex_height"] == height >= 2
+    assert after["qenex_blocks_committed_total"] - before.get("qenex_blocks_committed_total", 0.0) >= 2
+    assert after["qenex_transactions_committed_total"] == 2.0
+    assert after["qenex_commit_latency_seconds_count"] == after["qenex_blocks_committed_total"]
+    assert after['qenex_transactions_rejected_total{reason="wrong chain id"}'] == 1.0
+    assert after['qenex_transactions_rejected_total{reason="nonce too low"}'] == 1.0
+    assert after["qenex_mempool_transactions"] == 0.0

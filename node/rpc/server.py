@@ -3,7 +3,8 @@
 HTTP ``POST /`` takes a request or a batch (JSON-RPC 2.0 §6: an empty array or invalid JSON gives
 one error with ``id: null``; notifications get no response; a batch of only notifications gets an
 empty 204). ``GET /health`` is 200 while the node runs; ``GET /ready`` is 200 once it is
-connected to a quorum and not behind its peers. Limits: body bytes and batch size (-32005).
+connected to a quorum and not behind its peers; ``GET /metrics`` gives the Prometheus text format
+(node/metrics.py). Limits: body bytes and batch size (-32005).
 Every error carries the code of shared/RPC.md and, in ``data``, the detail.
 """
 
@@ -23,6 +24,7 @@ from contracts.exceptions import Revert, TxRejected
 from contracts.vm import BlockEnv, Overlay
 from crypto.exceptions import InvalidSignature
 from crypto.keys import Address
+from node.metrics import CONTENT_TYPE
 from node.rpc import jsonfmt as J
 from node.rpc.errors import (
     EXECUTION_REVERTED,
@@ -108,6 +110,10 @@ class RPCApp:
         elif method == "GET" and path == "/ready":
             ready, detail = self.readiness()
             await self._send(send, 200 if ready else 503, {"ready": ready, **detail})
+        elif method == "GET" and path == "/metrics":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", CONTENT_TYPE.encode())]})
+            await send({"type": "http.response.body", "body": self.node.metrics.render()})
         elif method == "POST" and path == "/":
             body = await self._read_body(scope, receive)
             if body is None:
@@ -117,7 +123,7 @@ class RPCApp:
             status, response = await self.handle_body(body)
             await self._send(send, status, response)
         else:
-            await self._send(send, 404, {"error": "POST / for JSON-RPC; GET /health, /ready"})
+            await self._send(send, 404, {"error": "POST / for JSON-RPC; GET /health, /ready, /metrics"})
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | None:
         limit = self.limits.max_body_bytes
