@@ -5,6 +5,13 @@ Each of ``--workers`` funded accounts sends its own pre-signed transfers one aft
 ``--duration`` seconds. Printed: finalized tx/s, finality latency p50/p99, blocks and
 transactions per block, per-validator CPU and resident memory (from /proc), and the ceiling set by
 signature verification measured in the same run (2 cores / (validators x verify time)).
+
+With ``--kill-primary-after S`` the primary of the current view is killed (SIGKILL) S seconds into
+the load, which goes on against the survivors (a sender whose node died resends its transaction to
+another one: submission is idempotent). Then also printed: the stall (from the kill to the first
+block the survivors commit, which includes the view-change timeout), the view installed, and the
+finality latency of the transactions submitted before the kill and of those submitted after the
+first post-crash commit.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -100,20 +108,32 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
         stats = Stats(started=time.perf_counter())
         deadline = stats.started + args.duration
         exhausted = 0
+        submitted: list[float] = []  # submission time of each committed transfer, beside stats.latencies
+        dead: set[int] = set()
+        crash = _Crash()
 
         async def worker(txs: list[Transaction], index: int) -> None:
             nonlocal exhausted
-            client = wallets.clients[index % len(wallets.clients)]
+            node = index % len(wallets.clients)
             for tx in txs:
                 if time.perf_counter() >= deadline:
                     return
                 t0 = time.perf_counter()
-                try:
-                    r = await client.send_transaction(tx, wait=True, timeout=60)
-                except Exception as err:
-                    stats.failures.append(f"{type(err).__name__}: {err}")
+                for _attempt in range(len(wallets.clients)):
+                    try:
+                        r = await wallets.clients[node].send_transaction(tx, wait=True, timeout=60)
+                        break
+                    except Exception as err:
+                        if node not in dead:
+                            stats.failures.append(f"{type(err).__name__}: {err}")
+                            return
+                        stats.retries += 1
+                        node = (node + 1) % len(wallets.clients)  # its node died: resend elsewhere
+                else:
+                    stats.failures.append("no live node took the transaction")
                     return
                 stats.latencies.append(time.perf_counter() - t0)
+                submitted.append(t0)
                 if r.get("status") != "success":
                     stats.failures.append(f"reverted: {r.get('revertReason')}")
             exhausted += 1
@@ -121,10 +141,14 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
         async with trio.open_nursery() as nursery:
             for i, txs in enumerate(signed):
                 nursery.start_soon(worker, txs, i)
+            if args.kill_primary_after is not None:
+                nursery.start_soon(_kill_primary, args.kill_primary_after, stats.started, wallets, running, dead,
+                                   crash)
         stats.finished = time.perf_counter()
         cpu = {r.node.name: (_cpu_seconds(r.process.pid) - cpu0[r.node.name]) / stats.elapsed for r in running}
         rss = {r.node.name: _rss_mib(r.process.pid) for r in running}
-        end_status = await wallets.clients[0].call("qnx_status")
+        alive = next(i for i in range(len(wallets.clients)) if i not in dead)
+        end_status = await wallets.clients[alive].call("qnx_status")
         blocks = end_status["height"] - start_status["height"]
         verify = verify_cost_seconds()
         ceiling = (os.cpu_count() or 1) / (len(layout.nodes) * verify)
@@ -134,10 +158,15 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  finality latency    p50 {stats.percentile(50) * 1000:.0f} ms, "
                       f"p99 {stats.percentile(99) * 1000:.0f} ms")
         console.print(f"  blocks              {blocks} ({len(stats.latencies) / max(blocks, 1):.1f} tx/block)")
-        for name in cpu:
+        for i, name in enumerate(cpu):
+            if i in dead:
+                console.print(f"  {name}              killed during the run")
+                continue
             console.print(f"  {name}              CPU {cpu[name] * 100:.0f}%  RSS {rss[name]:.0f} MiB")
         console.print(f"  verify cost         {verify * 1e3:.3f} ms per ML-DSA-44 verification; ceiling "
                       f"{ceiling:.0f} tx/s ({stats.tps / ceiling * 100:.1f}% reached)")
+        if crash.killed_at:
+            _report_crash(console, crash, stats, submitted)
         if exhausted:
             console.print(f"  note: {exhausted} senders ran out of pre-signed transfers before the deadline")
         if stats.failures:
@@ -149,3 +178,56 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
             await wallets.aclose()
             for r in running:
                 await stop_node(r)
+
+
+@dataclass
+class _Crash:
+    """What ``_kill_primary`` saw: when (perf_counter seconds) and what it killed, when blocks resumed."""
+
+    killed_at: float = 0.0
+    victim: str = ""
+    view_before: int = 0
+    height_at_kill: int = 0
+    resumed_at: float = 0.0
+    view_after: int = 0
+
+
+async def _kill_primary(after: float, started: float, wallets: Wallets, running: list[Running], dead: set[int],
+                        crash: _Crash) -> None:
+    """SIGKILL the primary of the current view ``after`` seconds into the load, then watch the survivors
+    (every 20 ms) until they commit a block above the height at the kill."""
+    await trio.sleep_until(started + after)
+    status = await wallets.clients[0].call("qnx_status")
+    victim = status["view"] % len(running)
+    dead.add(victim)
+    running[victim].process.kill()
+    crash.killed_at = time.perf_counter()
+    crash.victim, crash.view_before = running[victim].node.name, status["view"]
+    await running[victim].process.wait()
+    survivor = wallets.clients[(victim + 1) % len(running)]
+    crash.height_at_kill = (await survivor.call("qnx_status"))["height"]
+    with trio.move_on_after(120):
+        while True:
+            st = await survivor.call("qnx_status")
+            if st["height"] > crash.height_at_kill:
+                crash.resumed_at, crash.view_after = time.perf_counter(), st["view"]
+                return
+            await trio.sleep(0.02)
+
+
+def _report_crash(console: Console, crash: _Crash, stats: Stats, submitted: list[float]) -> None:
+    """Print the stall and the finality latency before and after the primary crash."""
+    before = Stats(latencies=[lat for t, lat in zip(submitted, stats.latencies, strict=True) if t < crash.killed_at])
+    after = Stats(latencies=[lat for t, lat in zip(submitted, stats.latencies, strict=True)
+                             if crash.resumed_at and t >= crash.resumed_at])
+    console.print(f"  primary crash       killed {crash.victim} (primary of view {crash.view_before}) at height "
+                  f"{crash.height_at_kill}")
+    if crash.resumed_at:
+        console.print(f"  stall               {crash.resumed_at - crash.killed_at:.2f} s from the kill to the next "
+                      f"commit (view {crash.view_after}); {stats.retries} transactions resent to a live node")
+    else:
+        console.print("[red]  stall               no block committed within 120 s of the kill")
+    console.print(f"  latency before      p50 {before.percentile(50) * 1000:.0f} ms, "
+                  f"p99 {before.percentile(99) * 1000:.0f} ms ({len(before.latencies)} transfers)")
+    console.print(f"  latency after       p50 {after.percentile(50) * 1000:.0f} ms, "
+                  f"p99 {after.percentile(99) * 1000:.0f} ms ({len(after.latencies)} transfers)")

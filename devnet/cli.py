@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(home=".devnet-bench", base_rpc_port=18545, base_p2p_port=36656)
     s.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     s.add_argument("--workers", type=int, default=200, help="concurrent senders")
+    s.add_argument("--kill-primary-after", type=float, default=None, metavar="SECONDS",
+                   help="kill -9 the primary this many seconds into the load; report the stall and latencies")
     s = sub.add_parser("simulate", help="seeded PBFT fault scenarios in one process (no sockets)")
     s.add_argument("--scenarios", type=int, default=200)
     s.add_argument("--seed", type=int, default=1)
