@@ -25,6 +25,7 @@ import trio
 
 from node.config import NodeConfig
 from node.exceptions import ConfigError, NodeError
+from node.logs import configure as configure_logging
 from node.node import Node
 from state.exceptions import StateError
 
@@ -93,24 +94,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_logging(level: str, logfile: Path | None = None) -> None:
-    """key=value lines on stderr (and ``logfile``): time, level, logger, message."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if logfile is not None:
-        handlers.append(logging.FileHandler(logfile))
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO), handlers=handlers, force=True,
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
-    )
+def _reload_log_levels(config_path: Path) -> None:
+    """SIGHUP: re-read the [log] section of config.toml and apply its levels (a bad file changes nothing)."""
+    from node.config import load_config
+    from node.logs import apply_levels
+
+    log = logging.getLogger("qenex.node")
+    try:
+        section = load_config(config_path).log
+        apply_levels(section)
+    except ConfigError as err:
+        log.error("SIGHUP: log levels unchanged: %s", err)
+        return
+    log.warning("SIGHUP: log level %s, modules %s", section.level, ", ".join(section.modules) or "none")
 
 
-async def _run_until_signal(node: Node) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _run_until_signal(node: Node, config_path: Path | None = None) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.run)
 
             async def watch() -> None:
                 async for sig in signals:
+                    if sig == signal.SIGHUP:
+                        if config_path is not None:
+                            _reload_log_levels(config_path)
+                        continue
                     logging.getLogger("qenex.node").info("signal %s: shutting down", signal.Signals(sig).name)
                     nursery.cancel_scope.cancel()
                     return
@@ -125,12 +134,12 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     home = Path(args.home)
     loaded = open_home(home)
-    setup_logging(loaded.config.log.level)
+    configure_logging(loaded.config.log)
     store = LevelDBStore(data_path(home, loaded.config))
     try:
         node = Node(config=loaded.config, genesis=loaded.genesis, store=store, node_key=loaded.keys.node,
                     validator_key=loaded.keys.validator)
-        trio.run(_run_until_signal, node)
+        trio.run(_run_until_signal, node, home / "config.toml")
     finally:
         store.close()
     logging.getLogger("qenex.node").info("stopped cleanly")

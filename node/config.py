@@ -99,9 +99,11 @@ class MempoolSection:
 
 @dataclass(frozen=True)
 class LogSection:
-    """[log] level and format."""
+    """[log] level, format and per-module levels (re-read on SIGHUP)."""
 
     level: str = "INFO"
+    format: str = "kv"
+    modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,11 @@ _DOCS = {
         "max_bytes": "most pending transaction bytes",
         "nonce_window": "accept nonces up to this far above the account's next nonce",
     },
-    "log": {"level": "DEBUG, INFO, WARNING or ERROR"},
+    "log": {
+        "level": "DEBUG, INFO, WARNING or ERROR (SIGHUP re-reads the [log] section)",
+        "format": "kv (logfmt key=value lines) or json (one JSON object per line)",
+        "modules": "per-module levels, as logger=LEVEL, e.g. qenex.p2p=DEBUG or qenex.rpc=WARNING",
+    },
 }
 
 
@@ -225,4 +231,12 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(doc))}")
     cfg = NodeConfig(**sections)
     cfg.peers()  # validate
+    from node.logs import FORMATS, parse_modules
+
+    if cfg.log.format not in FORMATS:
+        raise ConfigError(f"{path}: log.format must be one of {', '.join(FORMATS)}, got {cfg.log.format!r}")
+    try:
+        parse_modules((f"qenex={cfg.log.level}", *cfg.log.modules))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     return cfg
