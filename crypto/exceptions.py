@@ -27,3 +27,10 @@ class InvalidKey(CryptoError):
 
 class KeystoreError(CryptoError):
     """Raised when a keystore file is malformed, or the passphrase does not open it."""
+
+
+class InvalidCiphertext(CryptoError):
+    """Raised when an AEAD ciphertext does not authenticate under the given key, nonce and data.
+
+    Also for a ciphertext shorter than its tag. Nothing of the plaintext is released.
+    """

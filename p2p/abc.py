@@ -10,6 +10,8 @@ from crypto.keys import Address
 class Transport(Protocol):
     """Sends opaque payloads to validators by node id; ``p2p.network.PeerNetwork`` implements it.
 
+    Payloads are plaintext here: sealing and opening frames is the implementation's business.
+
     Receiving is not part of this interface: the implementation delivers ``(node_id, payload)`` on the
     memory channel it was built with.
     """
@@ -24,6 +26,10 @@ class Transport(Protocol):
 
     def disconnect(self, peer: Address, reason: str) -> bool:
         """Close the connection to a misbehaving ``peer``; whether there was one."""
+        ...
+
+    def penalize(self, peer: Address, reason: str, points: float = ...) -> bool:
+        """Report a bad message from ``peer``: lower its score; True if that banned (and disconnected) it."""
         ...
 
     def connected(self) -> frozenset[Address]:

@@ -40,9 +40,55 @@ class FrameTooLarge(RemoteProtocolError):
 class HandshakeFailed(RemoteProtocolError):
     """Raised when the peer's handshake is malformed or does not authenticate.
 
-    Wrong version, chain id or genesis hash; a node key outside the allowlist, our own key, or not the
-    peer we dialed; our own nonce reflected back; a transcript signature that does not verify; bytes
-    that are not the expected handshake message. The message says which.
+    Wrong version, chain id, genesis hash or rekey interval; a node key outside the allowlist or
+    banned (``PeerNotAllowed``), our own key, or not the peer we dialed; our own nonce reflected back;
+    a malformed ephemeral share (a low-order X25519 key, an ML-KEM key or ciphertext of the wrong
+    size or failing FIPS 203's check); an ``Auth`` that does not open under the derived session keys;
+    a transcript signature that does not verify; bytes that are not the expected handshake message;
+    no complete handshake within the timeout. The message says which.
+
+    The peer is not authenticated when this is raised, so the key it presented is not blamed (not
+    scored): anyone can present a listed public key.
+    """
+
+
+class PeerNotAllowed(HandshakeFailed):
+    """Raised when the peer's node key is not admitted: outside the allowlist, or banned for now.
+
+    Raised from the peer's ``Hello``, before this side signs or computes anything for it.
+
+    Attributes:
+        node_id: the 20-byte node id (address) of the key the peer presented.
+        reason: why it is refused (``"not in the allowlist"``, ``"banned for another 42 s"``).
+    """
+
+    def __init__(self, node_id: bytes, reason: str) -> None:
+        super().__init__(f"peer 0x{bytes(node_id).hex()} refused: {reason}")
+        self.node_id = bytes(node_id)
+        self.reason = reason
+
+
+class DecryptionFailed(RemoteProtocolError):
+    """Raised when a sealed frame does not authenticate under the session key and expected counter.
+
+    The frame was altered (a flipped bit, a truncation), replayed, reordered, dropped before a later
+    one, or not sealed by the peer at all. Nothing of its plaintext is released, and the session is
+    dead afterwards: every later ``open`` raises this error again.
+
+    Attributes:
+        counter: the frame counter (nonce) the receiver expected, from 0 per direction.
+    """
+
+    def __init__(self, counter: int, detail: str = "frame does not authenticate") -> None:
+        super().__init__(f"sealed frame {counter}: {detail}")
+        self.counter = counter
+
+
+class SessionExhausted(P2PError):
+    """Raised when a session direction has sealed its last allowed frame (counter ``2**64 - 2``).
+
+    A local condition, not a peer's fault: the connection must be closed and a new handshake made.
+    Unreachable in practice (2**64 frames), kept so that a nonce can never repeat.
     """
 
 

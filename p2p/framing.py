@@ -94,7 +94,7 @@ class FrameDecoder:
         if self._error is not None:
             raise FrameTooLarge(self._error.size, self._error.limit)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data`` (bytes received from the stream) to the buffer; ``next_frame`` checks it.
 
         Raises ``FrameTooLarge`` again if the decoder already failed.

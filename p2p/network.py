@@ -1,11 +1,27 @@
-"""The validator network on Trio: authenticated, length-prefixed TCP connections between nodes.
+"""The validator network on Trio: authenticated, encrypted, length-prefixed TCP connections.
 
 One ``PeerNetwork`` per node. It listens for the peers whose node id is lower than ours and dials the
 ones whose node id is higher (bytes comparison), so each pair of validators shares exactly one TCP
-connection. Every connection starts with the ``p2p.handshake`` mutual authentication (under a
-timeout), then carries ``p2p.framing`` frames: payloads received go to the ``inbound`` channel as
-``(node_id, payload)``, payloads sent go through a bounded per-peer queue drained by that peer's own
-writer task, so one slow peer never holds up the others.
+connection. Every connection starts with the ``p2p.handshake`` mutual authentication and hybrid key
+agreement (under a timeout), then carries ``p2p.framing`` frames whose payloads are sealed by the
+``p2p.session.SecureSession`` the handshake produced: payloads received are opened and go to the
+``inbound`` channel as ``(node_id, plaintext)``, payloads sent go through a bounded per-peer queue
+drained by that peer's own writer task (which seals them), so one slow peer never holds up the others.
+The public API (``send``, ``broadcast``, ``inbound``) carries plaintext only.
+
+Limits (constructor arguments): handshake timeout; frame size checked from the 4-byte header before
+the body is buffered (``max_frame_size`` + the 16-byte tag after the handshake,
+``MAX_HANDSHAKE_MESSAGE`` during it); concurrent inbound connections; connection attempts per remote
+IP per window (refused at accept, before a byte is read); a per-peer send queue bounded in payloads
+and bytes (``send`` returns False when full, never blocks); a per-peer inbound byte rate (a token
+bucket: an over-fast peer is read more slowly, and TCP flow control pushes back on it; nothing is
+dropped).
+
+Peer scoring (``p2p.limits.PeerScores``): a peer whose frame fails to decrypt or is oversize loses
+``PENALTY_BAD_FRAME`` points (and the connection), one the node reports through ``penalize`` loses
+the points given; the score recovers with time, and at the threshold the peer is disconnected and
+banned: its handshakes are refused and it is not dialed until the ban ends. Only authenticated peers
+are scored: a failed handshake proves nothing about the key it presented.
 
 Failure handling: anything a peer does wrong (bad frame, oversize frame, failed handshake, reset) is
 logged on the ``qenex.p2p`` logger and closes that one connection; the dialer then retries with
@@ -18,10 +34,10 @@ Task tree (structured concurrency: every task has an owner; cancelling ``run`` s
     └── nursery
         ├── _pump_events                        only with peer_events: forwards events in order
         ├── trio.serve_listeners                accept loop (handler_nursery = this nursery)
-        ├── _handle_inbound(stream)  × accepted  handshake as responder, then _serve
+        ├── _handle_inbound(stream)  × accepted  limits, handshake as responder, then _serve
         │   └── _serve(conn): connection nursery, inside conn.cancel_scope
-        │       ├── _write_loop(conn)            send queue -> socket
-        │       └── _read_loop(conn) (inline)    socket -> inbound channel
+        │       ├── _write_loop(conn)            send queue -> seal -> socket
+        │       └── _read_loop(conn) (inline)    socket (rate-limited) -> open -> inbound channel
         └── _dial_loop(peer)  × peer with a higher node id
             └── connect, handshake as initiator, _serve(conn) as above; back off; repeat
 
@@ -33,6 +49,7 @@ peer id).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Mapping
@@ -42,9 +59,11 @@ from typing import Any, Final, Literal
 import trio
 
 from crypto.keys import Address, KeyPair, address_of
-from p2p.exceptions import ConnectionFailed, HandshakeFailed, P2PError, RemoteProtocolError
+from p2p.exceptions import ConnectionFailed, HandshakeFailed, P2PError, RemoteProtocolError, SessionExhausted
 from p2p.framing import DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT, FrameDecoder, encode_frame
 from p2p.handshake import MAX_HANDSHAKE_MESSAGE, Handshake, Role
+from p2p.limits import PENALTY_BAD_FRAME, PENALTY_BAD_MESSAGE, AttemptLimiter, PeerScores, TokenBucket
+from p2p.session import MAX_REKEY_INTERVAL, REKEY_INTERVAL, TAG_LEN, SecureSession
 
 logger = logging.getLogger("qenex.p2p")
 
@@ -86,6 +105,13 @@ def _remote(stream: trio.abc.Stream) -> str:
     return f"{host}:{port}"
 
 
+def _remote_ip(stream: trio.abc.Stream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, TypeError, IndexError):
+        return "?"
+
+
 async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
     """``stream.send_all`` with its I/O errors translated to ``ConnectionFailed``."""
     try:
@@ -94,8 +120,12 @@ async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
         raise ConnectionFailed(f"write failed: {err!r}") from err
 
 
-async def _read_frame(stream: trio.abc.Stream, decoder: FrameDecoder) -> bytes:
-    """Return the next frame payload. Raises ``ConnectionFailed``, ``FrameTooLarge``."""
+async def _read_frame(stream: trio.abc.Stream, decoder: FrameDecoder, bucket: TokenBucket | None = None) -> bytes:
+    """Return the next frame payload. Raises ``ConnectionFailed``, ``FrameTooLarge``.
+
+    With a ``bucket``, every chunk read is charged to it and the next read waits for the delay it
+    returns (the inbound byte rate limit).
+    """
     while True:
         frame = decoder.next_frame()
         if frame is not None:
@@ -108,6 +138,10 @@ async def _read_frame(stream: trio.abc.Stream, decoder: FrameDecoder) -> bytes:
             partial_frame = f" in the middle of a frame ({decoder.buffered} bytes)" if decoder.buffered else ""
             raise ConnectionFailed(f"peer closed the connection{partial_frame}")
         decoder.receive_data(data)
+        if bucket is not None:
+            delay = bucket.charge(len(data), trio.current_time())
+            if delay > 0:
+                await trio.sleep(delay)
 
 
 class _NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -125,22 +159,27 @@ class _NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class _Connection:
-    """An authenticated connection: its stream, decoder, send queue and cancel scope."""
+    """An authenticated connection: stream, decoder, session, send queue, rate bucket, cancel scope."""
 
     def __init__(
         self,
         peer_id: Address,
         stream: trio.abc.Stream,
         decoder: FrameDecoder,
+        session: SecureSession,
         direction: str,
         queue_size: int,
+        bucket: TokenBucket,
     ) -> None:
         self.peer_id = peer_id
         self.stream = stream
         self.decoder = decoder
+        self.session = session
         self.direction = direction
         self.remote = _remote(stream)
         self.queue_send, self.queue_receive = trio.open_memory_channel[bytes](queue_size)
+        self.queued_bytes = 0  # payload bytes in the send queue
+        self.bucket = bucket
         self.cancel_scope = trio.CancelScope()
         self.protocol_error = False
 
@@ -149,12 +188,14 @@ class _Connection:
 
 
 class PeerNetwork:
-    """Authenticated TCP connections to the other validators, with per-peer send queues.
+    """Authenticated, encrypted TCP connections to the other validators, with per-peer send queues.
 
     Sending (``send``, ``broadcast``) is non-blocking and must be called from the Trio thread that
     runs ``run``; receiving is the ``inbound`` channel. Messages to one peer arrive in the order sent
     while its connection lasts; a message queued when a connection breaks is lost (the layer above
-    retransmits what it needs, as PBFT does).
+    retransmits what it needs, as PBFT does). Nothing a peer sends is ever dropped on the way in: a
+    fast peer is read more slowly (the inbound rate limit), a slow ``inbound`` reader slows every peer
+    down through TCP.
 
     The channels belong to the caller: ``run`` never closes them, so a network can be stopped and a
     new one started on the same channels (a node restart). Closing the ``inbound`` receiver while
@@ -175,9 +216,19 @@ class PeerNetwork:
         peer_events: trio.MemorySendChannel[PeerEvent] | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME,
         send_queue_size: int = 1024,
+        send_queue_bytes: int = 64 * 1024 * 1024,
         handshake_timeout: float = 5.0,
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
+        max_inbound_connections: int = 64,
+        max_attempts_per_ip: int = 30,
+        attempt_window: float = 10.0,
+        inbound_bytes_per_second: float = 64 * 1024 * 1024,
+        inbound_burst_bytes: int = 16 * 1024 * 1024,
+        ban_threshold: float = -100.0,
+        ban_seconds: float = 60.0,
+        score_recovery: float = 5.0,
+        rekey_interval: int = REKEY_INTERVAL,
         rng: random.Random | None = None,
     ) -> None:
         """Configure the network; nothing happens until ``run``.
@@ -199,19 +250,36 @@ class PeerNetwork:
                 ``disconnected`` then a ``connected``). ``connected()`` is always the truth: events
                 still pending when ``run`` ends are not delivered, and if more than
                 ``MAX_PENDING_EVENTS`` wait for a slow reader the oldest are dropped (logged).
-            max_frame_size: largest payload sent or received, in bytes (handshake messages are
-                limited to ``MAX_HANDSHAKE_MESSAGE`` whatever this is).
+            max_frame_size: largest payload (plaintext message) sent or received, in bytes, at most
+                ``2**32 - 17``; the sealed frame is 16 bytes longer (handshake messages are limited to
+                ``MAX_HANDSHAKE_MESSAGE`` whatever this is).
             send_queue_size: payloads queued per peer before ``send`` returns False.
+            send_queue_bytes: payload bytes queued per peer before ``send`` returns False (a payload
+                is always accepted into an empty queue, so one of ``max_frame_size`` always fits).
             handshake_timeout: seconds allowed to open a connection, and again to complete the
-                handshake.
+                handshake; a connection silent for that long is closed.
             backoff_initial: seconds, first redial delay (see ``backoff_delay``).
             backoff_max: seconds, cap of the redial delay.
+            max_inbound_connections: accepted connections open at once (in the handshake or
+                authenticated); more are closed at accept.
+            max_attempts_per_ip: inbound connection attempts allowed per remote IP within
+                ``attempt_window``; more are closed at accept, before a byte is read.
+            attempt_window: seconds, the sliding window of ``max_attempts_per_ip``.
+            inbound_bytes_per_second: long-run rate at which one peer's bytes are read, bytes/s.
+            inbound_burst_bytes: bytes one peer may send at once above that rate (bucket size).
+            ban_threshold: score (negative) at or below which a peer is disconnected and banned.
+            ban_seconds: seconds a banned peer is refused and not dialed.
+            score_recovery: points per second by which a lowered score rises back toward 0.
+            rekey_interval: frames per session key (``p2p.session``); a protocol constant that every
+                node must share (the handshake refuses a peer with another value): change it only in
+                tests.
             rng: source of backoff jitter (a seeded ``random.Random`` replays a run); default fresh.
 
         Raises:
             ValueError: a malformed setting: genesis hash not 32 bytes, an allowlist entry whose node
                 id is not the address of its key, a peer to dial that is not in the allowlist, a
-                non-positive queue size, timeout or backoff, or a frame limit out of range.
+                non-positive queue size, timeout, backoff, limit, rate or ban setting, or a frame limit
+                or rekey interval out of range.
         """
         if len(genesis_hash) != 32:
             raise ValueError("genesis_hash must be 32 bytes")
@@ -223,14 +291,22 @@ class PeerNetwork:
         missing = sorted(p for p in dial if p not in allowed)
         if missing:
             raise ValueError(f"peers to dial are not in the allowlist: {', '.join(map(_name, missing))}")
-        if not 0 <= max_frame_size <= MAX_FRAME_LIMIT:
-            raise ValueError(f"max_frame_size must be in [0, {MAX_FRAME_LIMIT}]")
-        if send_queue_size < 1:
-            raise ValueError("send_queue_size must be at least 1")
+        if not 0 <= max_frame_size <= MAX_FRAME_LIMIT - TAG_LEN:
+            raise ValueError(f"max_frame_size must be in [0, {MAX_FRAME_LIMIT - TAG_LEN}]")
+        if send_queue_size < 1 or send_queue_bytes < 1:
+            raise ValueError("send_queue_size and send_queue_bytes must be at least 1")
         if not handshake_timeout > 0:
             raise ValueError("handshake_timeout must be positive")
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
+        if max_inbound_connections < 1 or max_attempts_per_ip < 1 or not attempt_window > 0:
+            raise ValueError("max_inbound_connections, max_attempts_per_ip and attempt_window must be positive")
+        if not (0 < inbound_bytes_per_second < math.inf and inbound_burst_bytes >= 1):
+            raise ValueError("inbound_bytes_per_second and inbound_burst_bytes must be positive and finite")
+        if not (ban_threshold < 0 and ban_seconds > 0 and score_recovery >= 0):
+            raise ValueError("need ban_threshold < 0, ban_seconds > 0 and score_recovery >= 0")
+        if type(rekey_interval) is not int or not 1 <= rekey_interval <= MAX_REKEY_INTERVAL:
+            raise ValueError(f"rekey_interval must be an int in [1, {MAX_REKEY_INTERVAL}]")
         self._identity = identity
         self._id = me
         self._chain_id = chain_id
@@ -243,9 +319,25 @@ class PeerNetwork:
         self._peer_events = peer_events
         self._max_frame_size = max_frame_size
         self._send_queue_size = send_queue_size
+        self._send_queue_bytes = send_queue_bytes
         self._handshake_timeout = handshake_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
+        self._max_inbound = max_inbound_connections
+        self._attempts_per_ip = max_attempts_per_ip
+        self._attempt_window = attempt_window
+        self._inbound_rate = float(inbound_bytes_per_second)
+        self._inbound_burst = float(inbound_burst_bytes)
+        self._ban_threshold = ban_threshold
+        self._ban_seconds = ban_seconds
+        self._score_recovery = score_recovery
+        self._rekey_interval = rekey_interval
+        # Scores and bans outlive a restart of ``run`` on this object; attempts do not need to.
+        self._scores: PeerScores[Address] = PeerScores(
+            threshold=ban_threshold, decay=score_recovery, ban_seconds=ban_seconds
+        )
+        self._attempts: AttemptLimiter[str] = AttemptLimiter(max_attempts_per_ip, attempt_window)
+        self._inbound_open = 0
         self._rng = rng if rng is not None else random.Random()
         self._log = _NodeLog(logger, {"node": _name(me)[:18]})
         self._connections: dict[Address, _Connection] = {}
@@ -278,6 +370,7 @@ class PeerNetwork:
             raise RuntimeError("this PeerNetwork is already running")
         self._running = True
         self._connections = {}
+        self._inbound_open = 0
         self._events = deque()
         self._events_wakeup = trio.Event()
         self._events_open = self._peer_events is not None
@@ -340,6 +433,55 @@ class PeerNetwork:
         conn.cancel_scope.cancel()
         return True
 
+    def penalize(self, peer: Address, reason: str, points: float = PENALTY_BAD_MESSAGE) -> bool:
+        """Report that ``peer`` sent a bad message (undecodable, invalid, forged): lower its score.
+
+        Call it from the Trio thread that runs ``run``, for a message that came from ``peer`` over
+        this network (so the peer is authenticated). The score recovers by ``score_recovery`` points
+        per second; when it reaches ``ban_threshold`` the peer is disconnected and banned for
+        ``ban_seconds``: its handshakes are refused and it is not dialed. The network itself
+        penalizes frames that fail to decrypt or are oversize (``PENALTY_BAD_FRAME``).
+
+        Args:
+            peer: the node id the message came from.
+            reason: what was wrong, for the log.
+            points: score to take away, >= 0 (``PENALTY_BAD_MESSAGE`` = 10 by default).
+
+        Returns:
+            True if this penalty banned the peer.
+
+        Raises:
+            ValueError: ``points`` is negative or not finite (a local bug).
+        """
+        now = trio.current_time()
+        banned = self._scores.penalize(Address(bytes(peer)), points, now)
+        if not banned:
+            self._log.debug(
+                "peer %s penalized by %g (%s): score %.1f", _name(peer), points, reason, self._scores.score(peer, now)
+            )
+            return False
+        self._log.warning(
+            "banning peer %s for %g s: score fell to %g or below (last: %s)",
+            _name(peer),
+            self._ban_seconds,
+            self._ban_threshold,
+            reason,
+        )
+        conn = self._connections.get(Address(bytes(peer)))
+        if conn is not None:
+            conn.protocol_error = True
+            conn.cancel_scope.cancel()
+        return True
+
+    def banned(self) -> dict[Address, float]:
+        """Peers banned right now -> seconds until their ban ends."""
+        now = trio.current_time()
+        return {peer: until - now for peer, until in self._scores.bans(now).items()}
+
+    def score(self, peer: Address) -> float:
+        """The peer's current score: 0 is neutral, ``ban_threshold`` or below means banned."""
+        return self._scores.score(Address(bytes(peer)), trio.current_time())
+
     # -- sending ----------------------------------------------------------------------------------
 
     def _check_payload(self, payload: bytes) -> bytes:
@@ -349,11 +491,15 @@ class PeerNetwork:
         return payload
 
     def _enqueue(self, conn: _Connection, payload: bytes) -> bool:
+        if conn.queued_bytes and conn.queued_bytes + len(payload) > self._send_queue_bytes:
+            self._log.debug("send queue of %s holds %d bytes; payload dropped", conn, conn.queued_bytes)
+            return False
         try:
             conn.queue_send.send_nowait(payload)
         except trio.WouldBlock:
             self._log.debug("send queue of %s is full; payload dropped", conn)
             return False
+        conn.queued_bytes += len(payload)
         return True
 
     # -- connection table and events --------------------------------------------------------------
@@ -403,13 +549,24 @@ class PeerNetwork:
     async def _handshake(
         self, stream: trio.abc.Stream, role: Role, expected_peer: Address | None
     ) -> tuple[Handshake, FrameDecoder]:
-        """Authenticate the peer on ``stream`` within ``handshake_timeout``.
+        """Authenticate the peer on ``stream`` and agree on session keys within ``handshake_timeout``.
 
-        Returns the finished handshake and the decoder holding any bytes already received after it.
-        Raises ``HandshakeFailed`` (also on timeout), ``FrameTooLarge``, ``ConnectionFailed``.
+        Returns the finished handshake (``hs.session`` seals and opens what follows) and the decoder
+        holding any bytes already received after it. Raises ``HandshakeFailed`` (also on timeout;
+        ``PeerNotAllowed`` for an unlisted or banned key), ``FrameTooLarge``, ``ConnectionFailed``.
         """
+        now = trio.current_time()
+        refused = {peer: f"banned for another {until - now:.1f} s" for peer, until in self._scores.bans(now).items()}
         hs = Handshake(
-            self._identity, role, self._chain_id, self._genesis_hash, self._allowed, expected_peer=expected_peer
+            self._identity,
+            role,
+            self._chain_id,
+            self._genesis_hash,
+            self._allowed,
+            expected_peer=expected_peer,
+            refused=refused,
+            rekey_interval=self._rekey_interval,
+            max_message=self._max_frame_size,
         )
         decoder = FrameDecoder(MAX_HANDSHAKE_MESSAGE)
         with trio.move_on_after(self._handshake_timeout) as scope:
@@ -422,13 +579,31 @@ class PeerNetwork:
                 outgoing = hs.receive(await _read_frame(stream, decoder))
         if scope.cancelled_caught:
             raise HandshakeFailed(f"handshake not completed within {self._handshake_timeout} s")
-        decoder.max_size = self._max_frame_size  # from the next frame on, the session's limit
+        decoder.max_size = hs.session.max_frame  # from the next frame on, the session's limit
         return hs, decoder
 
+    def _connection(self, hs: Handshake, stream: trio.abc.Stream, decoder: FrameDecoder, direction: str) -> _Connection:
+        bucket = TokenBucket(self._inbound_rate, self._inbound_burst, trio.current_time())
+        return _Connection(hs.peer_id, stream, decoder, hs.session, direction, self._send_queue_size, bucket)
+
     async def _handle_inbound(self, stream: trio.SocketStream) -> None:
-        """Serve one accepted connection: handshake as responder, check direction, serve."""
+        """Serve one accepted connection: admission limits, handshake as responder, direction, serve."""
         remote = _remote(stream)
+        self._inbound_open += 1
         try:
+            if self._inbound_open > self._max_inbound:
+                self._log.info(
+                    "inbound connection from %s refused: %d connections open already", remote, self._max_inbound
+                )
+                return
+            if not self._attempts.allow(_remote_ip(stream), trio.current_time()):
+                self._log.debug(
+                    "inbound connection from %s refused: over %d attempts in %g s",
+                    remote,
+                    self._attempts_per_ip,
+                    self._attempt_window,
+                )
+                return
             try:
                 hs, decoder = await self._handshake(stream, Role.RESPONDER, None)
             except P2PError as err:
@@ -442,14 +617,20 @@ class PeerNetwork:
                     remote,
                 )
                 return
-            await self._serve(_Connection(peer_id, stream, decoder, "inbound", self._send_queue_size))
+            await self._serve(self._connection(hs, stream, decoder, "inbound"))
         finally:
+            self._inbound_open -= 1
             await trio.aclose_forcefully(stream)
 
     async def _dial_loop(self, peer_id: Address, host: str, port: int) -> None:
         """Keep one outbound connection to ``peer_id`` alive: dial, serve, back off, repeat."""
         failures = 0
         while True:
+            until = self._scores.banned_until(peer_id, trio.current_time())
+            if until is not None:
+                self._log.info("not dialing banned peer %s for %.1f s", _name(peer_id), until - trio.current_time())
+                await trio.sleep_until(until)
+                continue
             what = f"connection to {_name(peer_id)} at {host}:{port}"
             stream: trio.SocketStream | None = None
             try:
@@ -465,7 +646,7 @@ class PeerNetwork:
                 self._log.failure(what, err)
                 failures += 1
             else:
-                conn = _Connection(peer_id, stream, decoder, "outbound", self._send_queue_size)
+                conn = self._connection(hs, stream, decoder, "outbound")
                 await self._serve(conn)
                 failures = failures + 1 if conn.protocol_error else 0
             finally:
@@ -487,33 +668,45 @@ class PeerNetwork:
             self._unregister(conn)
 
     async def _read_loop(self, conn: _Connection) -> None:
-        """Deliver frames from the peer to ``inbound`` until the connection ends; then close it."""
+        """Open frames from the peer and deliver them to ``inbound`` until the connection ends.
+
+        A frame that is oversize or fails to open (altered, replayed, reordered, dropped, truncated)
+        ends the connection, costs the peer ``PENALTY_BAD_FRAME`` points, and nothing of it or after
+        it is delivered.
+        """
         try:
             while True:
-                payload = await _read_frame(conn.stream, conn.decoder)
+                sealed = await _read_frame(conn.stream, conn.decoder, conn.bucket)
+                payload = conn.session.open(sealed)
                 await self._inbound.send((conn.peer_id, payload))
         except P2PError as err:
             conn.protocol_error = isinstance(err, RemoteProtocolError)
             self._log.failure(f"{conn} closed", err)
+            if conn.protocol_error:
+                self.penalize(conn.peer_id, f"{type(err).__name__}: {err}", PENALTY_BAD_FRAME)
         finally:
             conn.cancel_scope.cancel()
 
+    def _take(self, conn: _Connection, payload: bytes) -> bytes:
+        """Seal ``payload`` taken from the queue and frame it."""
+        conn.queued_bytes -= len(payload)
+        return encode_frame(conn.session.seal(payload), conn.session.max_frame)
+
     async def _write_loop(self, conn: _Connection) -> None:
-        """Write queued payloads to the peer, several frames per write when they are waiting."""
+        """Seal queued payloads and write them, several frames per write when they are waiting."""
         try:
             while True:
-                payload = await conn.queue_receive.receive()
-                frames = [encode_frame(payload, self._max_frame_size)]
+                frames = [self._take(conn, await conn.queue_receive.receive())]
                 size = len(frames[0])
                 while size < WRITE_BATCH:
                     try:
                         payload = conn.queue_receive.receive_nowait()
                     except trio.WouldBlock:
                         break
-                    frames.append(encode_frame(payload, self._max_frame_size))
+                    frames.append(self._take(conn, payload))
                     size += len(frames[-1])
                 await _send_all(conn.stream, b"".join(frames))
-        except ConnectionFailed as err:
+        except (ConnectionFailed, SessionExhausted) as err:
             self._log.failure(f"{conn} closed", err)
         finally:
             conn.cancel_scope.cancel()

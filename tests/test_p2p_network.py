@@ -1,5 +1,8 @@
 """PeerNetwork over real TCP on 127.0.0.1: connections, messages, refusals, restarts, slow peers.
 
+(The security of the transport itself, a man in the middle, limits, scoring and bans, is in
+``test_p2p_secure.py``, which reuses the helpers here.)
+
 Every wait is on an event or a poll with a deadline (``trio.fail_after``); nothing sleeps to let
 things settle. Nodes listen on port 0 and report their port through ``task_status``; since only the
 lower node id dials, nodes are started from the highest id down, each told the ports of the ones
@@ -23,6 +26,7 @@ from crypto.signatures import ED25519, ML_DSA_44
 from p2p.framing import FrameDecoder, encode_frame
 from p2p.handshake import Handshake, Role
 from p2p.network import PeerNetwork, backoff_delay
+from p2p.session import SecureSession
 
 CHAIN = "qenex-test"
 GENESIS = bytes(range(32))
@@ -157,12 +161,33 @@ async def expect_closed(stream: trio.SocketStream) -> None:
                 pass
 
 
+@dataclass
+class RawPeer:
+    """A peer played by hand over a socket: the authenticated stream and its session."""
+
+    stream: trio.SocketStream
+    decoder: FrameDecoder
+    session: SecureSession
+
+    def seal(self, payload: bytes) -> bytes:
+        """The next frame carrying ``payload``, as it goes on the wire."""
+        return encode_frame(self.session.seal(payload), self.session.max_frame)
+
+    async def send(self, payload: bytes) -> None:
+        await self.stream.send_all(self.seal(payload))
+
+    async def receive(self) -> bytes | None:
+        """The next message (opened), or None once the node closed the connection."""
+        frame = await read_frame(self.stream, self.decoder)
+        return None if frame is None else self.session.open(frame)
+
+
 async def raw_handshake(
-    port: int, key: KeyPair, allowed: dict[Address, tuple[int, bytes]]
-) -> tuple[trio.SocketStream, FrameDecoder] | None:
-    """Dial ``port`` and handshake as initiator; the stream, or None if the node hung up on us."""
+    port: int, key: KeyPair, allowed: dict[Address, tuple[int, bytes]], **handshake_args: Any
+) -> RawPeer | None:
+    """Dial ``port`` and handshake as initiator; the peer, or None if the node hung up on us."""
     stream = await trio.open_tcp_stream(HOST, port)
-    hs = Handshake(key, Role.INITIATOR, CHAIN, GENESIS, allowed)
+    hs = Handshake(key, Role.INITIATOR, CHAIN, GENESIS, allowed, **handshake_args)
     decoder = FrameDecoder()
     with trio.fail_after(DEADLINE):
         for message in hs.start():
@@ -174,7 +199,7 @@ async def raw_handshake(
                 return None
             for message in hs.receive(frame):
                 await stream.send_all(encode_frame(message))
-    return stream, decoder
+    return RawPeer(stream, decoder, hs.session)
 
 
 # -- tests ------------------------------------------------------------------------------------------
@@ -288,24 +313,23 @@ async def test_inbound_connection_replaces_the_old_one() -> None:
         first = await raw_handshake(server.port, low, allowed)
         assert first is not None
         await wait_until(lambda: server.net.connected() == {low.address}, "the first connection is up")
-        await first[0].send_all(encode_frame(b"over the first"))
+        await first.send(b"over the first")
         assert await receive(server, 1) == [(low.address, b"over the first")]
 
         second = await raw_handshake(server.port, low, allowed)
         assert second is not None
-        await expect_closed(first[0])
+        await expect_closed(first.stream)
         with trio.fail_after(DEADLINE):
             events = [await server.events.receive() for _ in range(3)]
         assert events == [("connected", low.address), ("disconnected", low.address), ("connected", low.address)]
         assert server.net.connected() == {low.address}
 
         assert server.net.send(low.address, b"to the second")
-        stream, decoder = second
         with trio.fail_after(DEADLINE):
-            assert await read_frame(stream, decoder) == b"to the second"
-        await second[0].send_all(encode_frame(b"over the second"))
+            assert await second.receive() == b"to the second"
+        await second.send(b"over the second")
         assert await receive(server, 1) == [(low.address, b"over the second")]
-        await second[0].aclose()
+        await second.stream.aclose()
         nursery.cancel_scope.cancel()
 
 
@@ -322,12 +346,13 @@ async def test_bad_bytes_close_only_that_connection(caplog: pytest.LogCaptureFix
             await stream.send_all(junk)
             await expect_closed(stream)
 
-        # A listed peer that sends a frame over the limit after the handshake: hung up on.
+        # A listed peer that sends a frame over the limit after the handshake: hung up on. The limit
+        # is on the sealed frame: 1,024 bytes of message plus the 16-byte tag.
         conn = await raw_handshake(server.port, low, allowed)
         assert conn is not None
         await wait_until(lambda: server.net.connected() == {low.address}, "the peer is connected")
-        await conn[0].send_all(encode_frame(b"fine") + (1025).to_bytes(4, "big"))
-        await expect_closed(conn[0])
+        await conn.stream.send_all(conn.seal(b"fine") + (1024 + 16 + 1).to_bytes(4, "big"))
+        await expect_closed(conn.stream)
         await wait_until(lambda: not server.net.connected(), "the peer was dropped")
         assert await receive(server, 1) == [(low.address, b"fine")]
         assert any("FrameTooLarge" in r.getMessage() for r in caplog.records)
@@ -359,7 +384,7 @@ async def test_inbound_from_a_higher_node_id_is_refused() -> None:
         server = await start_node(nursery, low, allowed, {})
         conn = await raw_handshake(server.port, high, allowed)  # authenticates, then is dropped
         assert conn is not None
-        await expect_closed(conn[0])
+        await expect_closed(conn.stream)
         assert server.net.connected() == frozenset()
         nursery.cancel_scope.cancel()
 
@@ -389,7 +414,7 @@ async def test_slow_peer_does_not_block_the_others() -> None:
         assert server.net.broadcast(b"hello") == 1  # the fast peer takes it, the slow one is full
         assert server.net.send(fast.address, b"and more")
         assert await receive(peer, 2) == [(hub.address, b"hello"), (hub.address, b"and more")]
-        await conn[0].aclose()
+        await conn.stream.aclose()
         nursery.cancel_scope.cancel()
 
 
