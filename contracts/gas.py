@@ -2,7 +2,16 @@
 
 Costs follow the shape of Ethereum's schedule (Yellow Paper, Appendix G: a base per transaction,
 per byte of transaction data, per storage read and write, per event and per event byte), scaled to
-what our operations cost; a Python VM has no opcodes, so computation is charged per call.
+what our operations cost. A Python VM has no opcodes, so computation is charged in three ways:
+
+* ``CALL`` per contract call covers dispatch, the argument checks and a bounded amount of
+  constant-time work (comparisons, additions and subtractions: what a token transfer does);
+* ``MATH`` per multiplication, division or modular reduction of big integers, and per bit of the
+  operand of an integer square root (Newton's method needs at most that many steps);
+* ``HASH`` per SHA3-256 a contract computes (address derivations: the pool address of a token pair).
+
+Nothing outside this module names a cost: contracts call ``CallContext.charge``/``compute`` with
+these constants. ``docs/protocol.md`` section 6 lists them (a test checks that it does).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ TX_BASE: Final = 10_000
 TX_BYTE: Final = 2
 """Per byte of the transaction's signing bytes."""
 CALL: Final = 700
-"""Per contract call (top-level or nested)."""
+"""Per contract call (top-level or nested, a contract creation's ``init`` included)."""
 DEPLOY: Final = 20_000
 """Per contract instance created."""
 SLOAD: Final = 200
@@ -25,6 +34,13 @@ LOG: Final = 375
 """Per event."""
 LOG_BYTE: Final = 8
 """Per byte of the event's canonical encoding ``encode((name, topics, data))``."""
+LOCK: Final = 100
+"""Per re-entrancy lock taken (transaction-scoped, never stored: EIP-1153 ``TSTORE`` costs 100)."""
+MATH: Final = 5
+"""Per big-integer multiplication, division or reduction, and per bit of a square root's operand
+(Yellow Paper ``G_low`` = 5 is the cost of ``MUL`` and ``DIV``)."""
+HASH: Final = 60
+"""Per SHA3-256 computed by a contract (Yellow Paper ``G_sha3`` 30 + 6 per word of a 5-word input)."""
 
 MAX_CALL_DEPTH: Final = 16
 """Deepest nesting of contract calls."""

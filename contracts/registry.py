@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from contracts.builtin import BuiltinEngine
+from contracts.amm import Factory, Pair, Router
+from contracts.builtin import BuiltinContract, BuiltinEngine
 from contracts.token import Token
 from contracts.vm import VM
 
-BUILTIN_CONTRACTS = (Token,)
-"""Built-in contract classes, by code id: ``token/v1``."""
+BUILTIN_CONTRACTS: tuple[type[BuiltinContract], ...] = (Token, Factory, Pair, Router)
+"""Built-in contract classes, by code id: ``token/v1``, ``amm-factory/v1``, ``amm-pair/v1``, ``amm-router/v1``."""
 
 
-def default_vm() -> VM:
-    """A VM hosting every built-in contract (one engine, stateless: safe to share)."""
-    return VM([BuiltinEngine(list(BUILTIN_CONTRACTS))])
+def default_vm(extra: tuple[type[BuiltinContract], ...] = ()) -> VM:
+    """A VM hosting every built-in contract, plus ``extra`` classes (tests add their own).
+
+    The engine is stateless (one shared instance per contract class): safe to share.
+    """
+    return VM([BuiltinEngine([*BUILTIN_CONTRACTS, *extra])])

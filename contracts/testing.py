@@ -28,8 +28,7 @@ from crypto.hashing import Hash32
 from crypto.keys import ZERO_ADDRESS, Address, KeyPair
 from crypto.signatures import ED25519, Context
 from state.codec import Value, encode
-from state.kv import MemoryStore
-from state.tree import STATE_PREFIX, FlatMerkleState
+from state.jmt import root_of
 from state.types import Call, Receipt, Transaction, TxBody
 
 __all__ = [
@@ -68,28 +67,38 @@ def sign(key: KeyPair, chain_id: str, nonce: int, calls: Sequence[Call], gas_lim
 
 
 def state_root_of(state: Mapping[bytes, bytes]) -> Hash32:
-    """The root ``FlatMerkleState`` gives a store holding exactly ``state`` (built from scratch)."""
-    store = MemoryStore()
-    store.write([(STATE_PREFIX + k, v) for k, v in state.items()])
-    return FlatMerkleState(store).root
+    """The root of the authenticated state holding exactly ``state`` (``state.jmt.root_of``, built from scratch)."""
+    return root_of(state)
 
 
 class LocalChain:
     """Blocks executed with ``VM.execute_block`` on a plain dict state (the committed state)."""
 
-    def __init__(self, chain_id: str = "qenex-test", vm: VM | None = None) -> None:
-        """A chain at height 0 with an empty state, running ``vm`` (``default_vm()`` if None)."""
+    def __init__(self, chain_id: str = "qenex-test", vm: VM | None = None, *,
+                 block_gas_limit: int | None = None) -> None:
+        """A chain at height 0 with an empty state, running ``vm`` (``default_vm()`` if None).
+
+        ``block_gas_limit`` bounds the sum of a block's gas limits (None: unbounded).
+        """
         self.chain_id = chain_id
         self.vm = vm if vm is not None else default_vm()
+        self.block_gas_limit = block_gas_limit
         self.state: dict[bytes, bytes] = {}
         self.height = 0
+        self.timestamp = GENESIS_TIME
+        """Block time (seconds) of the head."""
         self.last_writes: dict[bytes, bytes | None] = {}
         self.receipts: list[Receipt] = []
 
-    def env(self, height: int | None = None) -> BlockEnv:
-        """The block environment of ``height`` (default: the next block)."""
+    def env(self, height: int | None = None, timestamp: int | None = None) -> BlockEnv:
+        """The block environment of ``height`` (default: the next block, one second after the head).
+
+        The head's own environment (``height == self.height``) carries the head's time.
+        """
         h = self.height + 1 if height is None else height
-        return BlockEnv(self.chain_id, h, GENESIS_TIME + h)
+        if timestamp is None:
+            timestamp = self.timestamp if h == self.height else self.timestamp + (h - self.height)
+        return BlockEnv(self.chain_id, h, timestamp)
 
     def get(self, key: bytes) -> bytes | None:
         """A committed state value, or None."""
@@ -99,12 +108,17 @@ class LocalChain:
         """The next nonce of ``address``."""
         return VM.account_nonce(self.state.get, address)
 
-    def execute(self, txs: Sequence[Transaction]) -> list[Receipt]:
+    def execute(self, txs: Sequence[Transaction], *, timestamp: int | None = None) -> list[Receipt]:
         """Execute ``txs`` as the next block and commit its writes; receipts are also kept in ``receipts``.
 
-        Raises ``TxRejected`` (and then the state is unchanged).
+        ``timestamp``: the block time in seconds (default: one second after the head; it may equal
+        the head's, as blocks less than a second apart do). Raises ``TxRejected`` (and then the
+        state is unchanged), ``ValueError`` for a time before the head's.
         """
-        writes, receipts = self.vm.execute_block(self.state.get, self.env(), txs)
+        if timestamp is not None and timestamp < self.timestamp:
+            raise ValueError(f"block time {timestamp} before the head's {self.timestamp}")
+        env = self.env(timestamp=timestamp)
+        writes, receipts = self.vm.execute_block(self.state.get, env, txs, block_gas_limit=self.block_gas_limit)
         for key, value in writes.items():
             if value is None:
                 self.state.pop(key, None)
@@ -113,6 +127,7 @@ class LocalChain:
         self.last_writes = dict(writes)
         self.receipts.extend(receipts)
         self.height += 1
+        self.timestamp = env.timestamp
         return receipts
 
     def read(self, to: bytes, method: str, *args: Value, sender: bytes = ZERO_ADDRESS) -> Value:

@@ -3,6 +3,8 @@
     qenex-devnet up [--fresh] [--exit-after-demo] [--validators 4] [--accounts 100] [--transfers 1000]
     qenex-devnet init [--validators 4]           # generate .devnet/ only (for docker compose)
     qenex-devnet bench --duration SECONDS        # sustained load on a fresh devnet, prints tx/s and latency
+    qenex-devnet bench-state [--sizes 10000,100000,1000000]   # state tree commit cost and proofs on LevelDB
+    qenex-devnet bench-vm [--transfers 40000] [--swaps 10000]  # VM transfers/s and swaps/s on LevelDB, one process
     qenex-devnet compose [--out devnet/docker-compose.yml]   # the compose file of the layout
     qenex-devnet simulate --scenarios N --seed S [--sizes 4,7]   # seeded PBFT fault scenarios
 """
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from devnet.compose import DOCKER_ROOT
 from devnet.layout import BASE_P2P_PORT, BASE_RPC_PORT, DEFAULT_ROOT, Layout, generate
 from devnet.processes import NodeFailed, Running, check_alive, start_node, stop_node
 from devnet.workload import Wallets, check_balances, run_demo, summarize_latency
@@ -282,12 +285,23 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _compose(args: argparse.Namespace) -> int:
-    from devnet.compose import render_compose
+    from devnet.compose import generate_docker, render_compose
 
-    text = render_compose(args.validators, root=args.home, base_rpc_port=args.base_rpc_port,
-                          base_p2p_port=args.base_p2p_port)
+    root = Path(args.home)
+    if args.observers < 0:
+        console.print("[red]--observers must be 0 or more")
+        return 2
+    if not args.file_only:
+        if (root / "devnet.json").exists() and not args.fresh:
+            console.print(f"[red]{root}/ already holds a devnet; --fresh replaces it (new keys, new chain), "
+                          "--file-only rewrites only the compose file")
+            return 2
+        layout = generate_docker(root, args.validators, args.observers)
+        console.print(f"generated chain {layout.chain_id}: {args.validators} validators, {args.observers} "
+                      f"observers in {root}/")
+    text = render_compose(args.validators, args.observers, root=args.home, base_rpc_port=args.base_rpc_port)
     Path(args.out).write_text(text)
-    console.print(f"wrote {args.out}")
+    console.print(f"wrote {args.out}; start it with: docker compose -f {args.out} up --build")
     return 0
 
 
@@ -320,14 +334,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=200, help="concurrent senders")
     s.add_argument("--kill-primary-after", type=float, default=None, metavar="SECONDS",
                    help="kill -9 the primary this many seconds into the load; report the stall and latencies")
+    s = sub.add_parser("bench-state", help="state tree (JMT) commit cost, proof size and verify time on LevelDB")
+    from devnet.bench_state import add_arguments as bench_state_arguments
+
+    bench_state_arguments(s)
+    s = sub.add_parser("bench-vm", help="token transfers/s and AMM swaps/s of the VM on LevelDB, one process")
+    from devnet.bench_vm import add_arguments as bench_vm_arguments
+
+    bench_vm_arguments(s)
     s = sub.add_parser("simulate", help="seeded PBFT fault scenarios in one process (no sockets)")
     s.add_argument("--scenarios", type=int, default=200)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--sizes", default="4,7", help="validator counts, comma separated")
     s.add_argument("--replay", type=int, default=None, help="run exactly the scenario of this seed")
-    s = sub.add_parser("compose", help="write the docker-compose.yml of the devnet layout")
+    s = sub.add_parser("compose", help="write keys, genesis and homes for Docker, and their docker-compose.yml")
     common(s)
+    s.set_defaults(home=DOCKER_ROOT)
+    s.add_argument("--observers", type=int, default=0, help="non-validator nodes that follow the chain")
     s.add_argument("--out", default="devnet/docker-compose.yml")
+    s.add_argument("--fresh", action="store_true", help="replace an existing tree under --home")
+    s.add_argument("--file-only", action="store_true", help="write only the compose file (homes exist)")
     return p
 
 
@@ -345,6 +371,14 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     if args.command == "bench":
         return trio.run(_bench, args)
+    if args.command == "bench-state":
+        from devnet.bench_state import run_bench_state
+
+        return run_bench_state(args, console)
+    if args.command == "bench-vm":
+        from devnet.bench_vm import run_bench_vm
+
+        return run_bench_vm(args, console)
     if args.command == "init":
         return _init(args)
     if args.command == "simulate":

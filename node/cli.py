@@ -4,6 +4,7 @@
     qenex-node start --home DIR                                   # run until SIGINT/SIGTERM
     qenex-node keygen --out FILE [--scheme ML-DSA-44]             # an encrypted keystore
     qenex-node show-validator --home DIR                          # this node's genesis entry (JSON)
+    qenex-node show-node --home DIR                               # node id and [p2p] observers entry
     qenex-node status [--rpc URL]                                 # qnx_status of a running node
 
 The keystore passphrase is read from ``--passphrase-file`` or the environment variable
@@ -80,6 +81,18 @@ def cmd_show_validator(args: argparse.Namespace) -> int:
     doc = genesis_to_json(Genesis("x", 0, (entry,)))["validators"][0]
     doc["nodeId"] = "0x" + entry.node_id.hex()
     print(json.dumps(doc, indent=2))
+    return 0
+
+
+def cmd_show_node(args: argparse.Namespace) -> int:
+    from crypto.signatures import scheme_by_tag
+    from node.config import Observer
+    from node.setup import open_home
+
+    loaded = open_home(Path(args.home))
+    node = loaded.keys.node
+    entry = Observer(scheme_by_tag(node.scheme_tag).name, node.public_key)
+    print(json.dumps({"nodeId": "0x" + node.address.hex(), "observerEntry": entry.render()}, indent=2))
     return 0
 
 
@@ -169,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show-validator", help="print this node's genesis validator entry")
     s.add_argument("--home", required=True)
     s.set_defaults(func=cmd_show_validator)
+    s = sub.add_parser("show-node", help="print this node's id and its [p2p] observers entry for the validators")
+    s.add_argument("--home", required=True)
+    s.set_defaults(func=cmd_show_node)
     s = sub.add_parser("status", help="qnx_status of a running node")
     s.add_argument("--rpc", default="http://127.0.0.1:8545")
     s.set_defaults(func=cmd_status)

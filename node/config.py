@@ -43,6 +43,42 @@ class Peer:
 
 
 @dataclass(frozen=True)
+class Observer:
+    """A non-validator node allowed to connect: its node key (scheme name, public key)."""
+
+    scheme: str
+    public_key: bytes
+
+    @property
+    def node_id(self) -> bytes:
+        """The observer's node id: the address of its node key."""
+        from crypto.keys import address_of
+        from crypto.signatures import scheme_by_name
+
+        return address_of(scheme_by_name(self.scheme).tag, self.public_key)
+
+    def render(self) -> str:
+        """``<scheme name>:0x<public key>``."""
+        return f"{self.scheme}:0x{self.public_key.hex()}"
+
+    @classmethod
+    def parse(cls, text: str) -> Observer:
+        """Parse ``<scheme name>:0x<public key hex>`` (what ``qenex-node show-node`` prints). Raises ``ConfigError``."""
+        from crypto.exceptions import UnknownScheme
+        from crypto.signatures import scheme_by_name
+
+        try:
+            scheme, key = text.split(":", 1)
+            scheme_by_name(scheme)
+            public_key = bytes.fromhex(key.removeprefix("0x"))
+            if not public_key:
+                raise ValueError("empty public key")
+            return cls(scheme, public_key)
+        except (ValueError, UnknownScheme) as err:
+            raise ConfigError(f"bad observer {text[:40]!r}... (want <scheme>:0x<node public key>): {err}") from err
+
+
+@dataclass(frozen=True)
 class NodeSection:
     """[node] moniker and key files."""
 
@@ -67,12 +103,22 @@ class RPCSection:
 
 @dataclass(frozen=True)
 class P2PSection:
-    """[p2p] listener, peers, frame limit."""
+    """[p2p] listener, peers, frame limit, admission limits, peer bans (see ``p2p.network``)."""
 
     host: str = "127.0.0.1"
     port: int = 26656
     peers: tuple[str, ...] = ()
+    observers: tuple[str, ...] = ()
     max_frame_bytes: int = 16 * 1024 * 1024
+    handshake_timeout_seconds: float = 5.0
+    max_inbound_connections: int = 64
+    max_attempts_per_ip: int = 30
+    attempt_window_seconds: float = 10.0
+    send_queue_bytes: int = 64 * 1024 * 1024
+    inbound_bytes_per_second: int = 64 * 1024 * 1024
+    inbound_burst_bytes: int = 16 * 1024 * 1024
+    ban_threshold: float = -100.0
+    ban_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +141,16 @@ class MempoolSection:
     max_txs: int = 50_000
     max_bytes: int = 256 * 1024 * 1024
     nonce_window: int = 1024
+    ttl_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class StateSection:
+    """[state] retention and pruning of past state versions (one version per block height)."""
+
+    retention_versions: int = 1000
+    prune_batch: int = 5000
+    prune_interval_ms: int = 200
 
 
 @dataclass(frozen=True)
@@ -116,10 +172,15 @@ class NodeConfig:
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
     log: LogSection = field(default_factory=LogSection)
+    state: StateSection = field(default_factory=StateSection)
 
     def peers(self) -> list[Peer]:
         """The parsed ``[p2p] peers``."""
         return [Peer.parse(p) for p in self.p2p.peers]
+
+    def observers(self) -> list[Observer]:
+        """The parsed ``[p2p] observers``."""
+        return [Observer.parse(o) for o in self.p2p.observers]
 
 
 _DOCS = {
@@ -142,7 +203,18 @@ _DOCS = {
         "host": "P2P listen address",
         "port": "P2P port",
         "peers": "peers to dial, as 0x<node id>@host:port",
-        "max_frame_bytes": "largest P2P frame, bytes",
+        "observers": "non-validator nodes allowed to connect, as <scheme>:0x<node public key> "
+                     "(qenex-node show-node prints it); they follow the chain and never vote",
+        "max_frame_bytes": "largest P2P message (a sealed frame adds a 16-byte tag), bytes",
+        "handshake_timeout_seconds": "close a connection whose handshake is not done by then, seconds",
+        "max_inbound_connections": "most accepted P2P connections open at once (more are closed at accept)",
+        "max_attempts_per_ip": "most inbound connection attempts per remote IP within attempt_window_seconds",
+        "attempt_window_seconds": "sliding window of max_attempts_per_ip, seconds",
+        "send_queue_bytes": "most bytes queued for one peer (a slow peer's messages are dropped beyond), bytes",
+        "inbound_bytes_per_second": "read each peer at most this fast (a faster one is slowed, not dropped), bytes/s",
+        "inbound_burst_bytes": "bytes a peer may send at once above that rate, bytes",
+        "ban_threshold": "ban a peer whose score falls to this (bad frame -50, bad message -10, +5/s), points",
+        "ban_seconds": "a banned peer is refused and not dialed for this long, seconds",
     },
     "consensus": {
         "block_interval_ms": "the primary proposes a block this often when transactions wait, ms",
@@ -157,6 +229,13 @@ _DOCS = {
         "max_txs": "most pending transactions",
         "max_bytes": "most pending transaction bytes",
         "nonce_window": "accept nonces up to this far above the account's next nonce",
+        "ttl_seconds": "drop a transaction still pending after this long, seconds",
+    },
+    "state": {
+        "retention_versions": "keep the state of the newest N block heights readable and provable "
+                              "(reads, qnx_getProof); older versions are pruned, versions",
+        "prune_batch": "most deletions of one background pruning step (one unsynced batch), entries",
+        "prune_interval_ms": "run a pruning step this often while old versions remain, ms",
     },
     "log": {
         "level": "DEBUG, INFO, WARNING or ERROR (SIGHUP re-reads the [log] section)",
@@ -231,6 +310,7 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(doc))}")
     cfg = NodeConfig(**sections)
     cfg.peers()  # validate
+    cfg.observers()
     from node.logs import FORMATS, parse_modules
 
     if cfg.log.format not in FORMATS:

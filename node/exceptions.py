@@ -21,3 +21,19 @@ class InvalidBlock(NodeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ProofRejected(NodeError):
+    """Raised when a node's proof-carrying answer (``qnx_getProof``) does not prove what it claims.
+
+    The certificate lacks a quorum of valid signatures of the validator set, the header is not the
+    certified block or not of this chain, a Merkle proof does not lead to the header's state root,
+    or the answer is malformed.
+
+    Attributes:
+        reason: what did not hold.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

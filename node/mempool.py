@@ -4,6 +4,20 @@ Admission (``Node.admit``) checks decoding, size, signature, chain id, gas and t
 before ``add``; here: capacity (count and bytes), duplicates, one pending transaction per
 (sender, nonce). ``ready`` gives, per sender, the run of consecutive nonces starting at the
 account's next nonce (gaps are held back until filled), senders in order of arrival.
+
+Priority. Transactions carry no fee, so a pending transaction is either *executable* (every nonce
+from the account's next one up to it is pending: it can go into the next block) or *held back*
+(behind a gap). Executable ones outrank held-back ones; within a class the older one stays.
+
+* Replacement: a transaction with the sender and nonce of a pending one replaces it only while the
+  pending one is held back. An executable one may already be in a proposal on some validator, so
+  it stays until committed or expired (``nonce already pending``). (Besu and geth replace by a fee
+  bump; with no fee, this rule keeps replacement from racing block production.)
+* Capacity: when a new transaction does not fit (count or bytes), held-back transactions are
+  evicted for an executable newcomer, oldest first, each time the highest nonce of its sender (so
+  no gap opens behind a transaction that stays). Otherwise the newcomer is refused
+  (``mempool full``): nothing executable is ever evicted for a newcomer.
+* Time to live: ``expire`` drops transactions pending longer than the TTL.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ class _Entry:
     arrival: int
     raw: bytes = b""
     gossiped_at: float = 0.0
+    added_at: float = 0.0
 
 
 class Mempool:
@@ -33,9 +48,15 @@ class Mempool:
         self.max_bytes = max_bytes
         self.nonce_window = nonce_window
         self._by_hash: dict[Hash32, _Entry] = {}
+        self.evicted: list[Hash32] = []
+        """Hashes evicted for higher-priority transactions since the owner last cleared the list."""
+        self.replaced: list[Hash32] = []
+        """Hashes replaced by another transaction of the same sender and nonce, likewise."""
         self._by_sender: dict[bytes, dict[int, _Entry]] = {}
         self._bytes = 0
         self._arrivals = 0
+        self._base: dict[bytes, int] = {}
+        """Each pending sender's account nonce, as of its last ``add`` or ``prune``."""
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -58,11 +79,20 @@ class Mempool:
         entry = self._by_hash.get(tx.hash)
         return entry is not None and entry.tx.signature == tx.signature
 
-    def add(self, tx: Transaction, size: int, account_nonce: int, *, raw: bytes = b"", now: float = 0.0) -> bool:
-        """Admit a verified ``tx`` of ``size`` encoded bytes; False if it is already pending.
+    def executable(self, sender: bytes, nonce: int) -> bool:
+        """Whether every nonce of ``sender`` from its account nonce below ``nonce`` is pending."""
+        pending = self._by_sender.get(sender, {})
+        base = self._base.get(sender, 0)
+        return all(n in pending for n in range(base, nonce))
 
+    def add(self, tx: Transaction, size: int, account_nonce: int, *, raw: bytes = b"", now: float = 0.0) -> bool:
+        """Admit a verified ``tx`` of ``size`` encoded bytes at time ``now`` (seconds); False if it is
+        already pending. ``account_nonce`` is the sender's committed next nonce.
+
+        Replaces a held-back transaction of the same sender and nonce, and evicts held-back
+        transactions to make room for an executable one (see the module docstring).
         Raises ``TxRejected``: ``nonce too low``, ``nonce too high`` (beyond the window),
-        ``nonce already pending`` (another transaction holds that nonce), ``mempool full``.
+        ``nonce already pending`` (an executable transaction holds that nonce), ``mempool full``.
         """
         if tx.hash in self._by_hash:
             return False
@@ -71,17 +101,69 @@ class Mempool:
             raise TxRejected("nonce too low", f"next nonce is {account_nonce}, got {body.nonce}")
         if body.nonce >= account_nonce + self.nonce_window:
             raise TxRejected("nonce too high", f"next nonce is {account_nonce}; window {self.nonce_window}")
+        self._base[body.sender] = account_nonce
         pending = self._by_sender.get(body.sender, {})
-        if body.nonce in pending:
-            raise TxRejected("nonce already pending", f"another transaction of this sender holds nonce {body.nonce}")
-        if len(self._by_hash) >= self.max_txs or self._bytes + size > self.max_bytes:
-            raise TxRejected("mempool full", f"{len(self._by_hash)} transactions, {self._bytes} bytes pending")
+        executable = self.executable(body.sender, body.nonce)
+        replaced = pending.get(body.nonce)
+        if replaced is not None and executable:
+            raise TxRejected("nonce already pending",
+                             f"transaction 0x{replaced.tx.hash.hex()} holds nonce {body.nonce} and is executable; "
+                             "it can be replaced only while held back behind a nonce gap")
+        freed = (1, replaced.size) if replaced is not None else (0, 0)
+        victims = self._victims(size, freed, body.sender) if executable else []
+        count = len(self._by_hash) - freed[0] - len(victims) + 1
+        total = self._bytes - freed[1] - sum(v.size for v in victims) + size
+        if count > self.max_txs or total > self.max_bytes:
+            if body.sender not in self._by_sender:
+                self._base.pop(body.sender, None)
+            raise TxRejected("mempool full", f"{len(self._by_hash)} transactions, {self._bytes} bytes pending; "
+                             "nothing of lower priority to evict")
+        if replaced is not None:
+            self._drop(replaced.tx.hash)
+            self.replaced.append(replaced.tx.hash)
+        for v in victims:
+            self._drop(v.tx.hash)
+            self.evicted.append(v.tx.hash)
         self._arrivals += 1
-        entry = _Entry(tx, size, self._arrivals, raw, now)
+        entry = _Entry(tx, size, self._arrivals, raw, now, now)
         self._by_hash[tx.hash] = entry
         self._by_sender.setdefault(body.sender, {})[body.nonce] = entry
+        self._base[body.sender] = account_nonce
         self._bytes += size
         return True
+
+    def _victims(self, size: int, freed: tuple[int, int], newcomer: bytes) -> list[_Entry]:
+        """Held-back transactions to evict, in order, so that ``size`` more bytes and one more
+        transaction fit; stops early if there are not enough (the caller then refuses)."""
+        count, total = len(self._by_hash) - freed[0], self._bytes - freed[1]
+        if count + 1 <= self.max_txs and total + size <= self.max_bytes:
+            return []
+        tails = {s: dict(p) for s, p in self._by_sender.items() if s != newcomer}
+        out: list[_Entry] = []
+        while count + 1 > self.max_txs or total + size > self.max_bytes:
+            best: _Entry | None = None
+            for sender, pending in tails.items():
+                if not pending:
+                    continue
+                tail = pending[max(pending)]
+                base = self._base.get(sender, 0)
+                if all(n in pending for n in range(base, tail.tx.body.nonce)):
+                    continue  # executable: never evicted for a newcomer
+                if best is None or tail.arrival < best.arrival:
+                    best = tail
+            if best is None:
+                break
+            del tails[best.tx.body.sender][best.tx.body.nonce]
+            out.append(best)
+            count, total = count - 1, total - best.size
+        return out
+
+    def expire(self, now: float, ttl: float) -> list[Hash32]:
+        """Drop the transactions added ``ttl`` seconds or more before ``now``; returns their hashes."""
+        old = [h for h, e in self._by_hash.items() if now - e.added_at >= ttl]
+        for h in old:
+            self._drop(h)
+        return old
 
     def ready(self, limit: int, account_nonce: Callable[[bytes], int]) -> list[Transaction]:
         """Up to ``limit`` transactions that can go into the next block, in a valid order."""
@@ -132,6 +214,7 @@ class Mempool:
             if not by_nonce:
                 continue
             nonce = account_nonce(sender)
+            self._base[sender] = nonce
             for stale in [e for n, e in by_nonce.items() if n < nonce]:
                 self._drop(stale.tx.hash)
 
@@ -145,3 +228,4 @@ class Mempool:
         del by_nonce[entry.tx.body.nonce]
         if not by_nonce:
             del self._by_sender[sender]
+            self._base.pop(sender, None)

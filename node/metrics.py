@@ -99,6 +99,8 @@ class NodeMetrics:
                                     registry=r)
         self.rejected = Counter("qenex_transactions_rejected", "Transactions refused at admission, by reason.",
                                 ["reason"], registry=r)
+        self.dropped = Counter("qenex_mempool_dropped", "Pending transactions dropped uncommitted, by reason "
+                               "(evicted, replaced, expired).", ["reason"], registry=r)
         self.synced_blocks = Counter("qenex_catchup_blocks", "Certified blocks applied by catch-up.", registry=r)
         ProcessCollector(registry=r)
         r.register(_NodeCollector(node))

@@ -8,6 +8,7 @@ Services and their owner (one nursery; cancelling it stops them all, then LevelD
       ├── Node._peer_events_loop     a peer connected → send it our STATUS
       ├── Node._proposer_loop        primary only: build and propose the next block on time
       ├── Node._ticker_loop          retransmit own undecided messages, broadcast STATUS
+      ├── Node._prune_loop           delete state versions older than [state] retention, in small steps
       └── rpc.serve                  hypercorn (ASGI on Trio): JSON-RPC, /health, /ready
 
 All state transitions run on the Trio thread without awaiting in between, so the replica, the
@@ -48,7 +49,7 @@ from contracts.vm import VM, BlockEnv
 from crypto.exceptions import InvalidSignature
 from crypto.hashing import Hash32, sha3
 from crypto.keys import Address, KeyPair
-from crypto.signatures import Context
+from crypto.signatures import Context, scheme_by_name
 from node import messages as M
 from node.config import NodeConfig
 from node.exceptions import InvalidBlock
@@ -70,6 +71,8 @@ REGOSSIP_AFTER = 3.0
 """Seconds a transaction stays pending before it is offered to the peers again."""
 REGOSSIP_BATCH = 500
 """Most transactions re-offered per status tick."""
+MAX_DROPPED = 10_000
+"""How many dropped transactions' reasons are remembered (for waiting clients)."""
 
 MAX_BLOCK_TXS = 10_000
 """Protocol limit on transactions per block (validity rule; config.max_block_txs is the builder's)."""
@@ -161,6 +164,8 @@ class Node:
         self.sync_target = 0
         self.rpc_urls: list[str] = []
         self.evidence_count = sum(1 for _ in self.chain.kv.iterate(b"k/evidence"))
+        self.dropped: dict[Hash32, str] = {}
+        """Why recently dropped pending transactions left the mempool (newest ``MAX_DROPPED``)."""
         self.metrics = NodeMetrics(self)
 
     # --- consensus records --------------------------------------------------------------------
@@ -261,10 +266,30 @@ class Node:
             raise TxRejected("already committed", f"transaction 0x{tx.hash.hex()} is in the chain")
         body = tx.body
         now = trio.current_time()
-        if self.mempool.add(tx, len(raw), self.account_nonce(body.sender), raw=raw, now=now) and gossip \
-                and self.net is not None:
-            self._broadcast(M.TX, raw)
+        added = self.mempool.add(tx, len(raw), self.account_nonce(body.sender), raw=raw, now=now)
+        self._note_dropped()
+        if added:
+            self.dropped.pop(tx.hash, None)
+            if gossip:
+                self._broadcast(M.TX, raw)
         return tx.hash
+
+    def _note_dropped(self, expired: Sequence[Hash32] = ()) -> None:
+        """Record why transactions left the mempool uncommitted and wake their waiters."""
+        mp = self.mempool
+        for reason, hashes in (("evicted for higher-priority transactions (mempool full)", mp.evicted),
+                               ("replaced by another transaction with the same nonce", mp.replaced),
+                               ("expired: pending longer than the mempool TTL", expired)):
+            for h in hashes:
+                self.dropped[h] = reason
+                self.metrics.dropped.labels(reason.split(" ")[0]).inc()
+                event = self._waiters.pop(h, None)
+                if event is not None:
+                    event.set()
+        mp.evicted.clear()
+        mp.replaced.clear()
+        while len(self.dropped) > MAX_DROPPED:
+            del self.dropped[next(iter(self.dropped))]
 
     def waiter(self, tx_hash: Hash32) -> trio.Event:
         """An event set when ``tx_hash`` is committed (for ``qnx_sendRawTransactionAndWait``)."""
@@ -317,7 +342,7 @@ class Node:
             gas_budget -= tx.body.gas_limit
             included.append(tx)
         self.mempool.remove(dropped)
-        state_root, _ = self.chain.state.prepare(overlay.writes)
+        state_root, _ = self.chain.state.prepare(overlay.writes, head.height + 1)
         header = BlockHeader(
             self.chain_id, head.height + 1, view, head.block_hash, ts, self.index if self.index is not None else 0,
             tx_root(included), state_root, receipts_root(receipts), sum(r.gas_used for r in receipts),
@@ -369,7 +394,7 @@ class Node:
             raise InvalidBlock("receipts root mismatch")
         if sum(r.gas_used for r in receipts) != h.gas_used:
             raise InvalidBlock("gas used mismatch")
-        state_root, _ = self.chain.state.prepare(updates)
+        state_root, _ = self.chain.state.prepare(updates, h.height)
         if state_root != h.state_root:
             raise InvalidBlock("state root mismatch")
         self._executed[block.hash] = _Executed(updates, receipts)
@@ -500,6 +525,8 @@ class Node:
         except (DecodeError, InvalidMessage) as err:
             self.metrics.bad_messages.inc()
             log.warning("bad message from peer %s: %s", peer.hex()[:8], err)
+            if self.net is not None:  # lowers its score; at the threshold it is disconnected and banned
+                self.net.penalize(Address(peer), f"bad message: {err}")
 
     # --- catch-up ---------------------------------------------------------------------------------
 
@@ -586,6 +613,8 @@ class Node:
 
         cfg = self.config
         allowed = {v.node_id: (v.node_scheme, v.node_public_key) for v in self.validators}
+        for o in cfg.observers():  # non-validators that follow the chain ([p2p] observers)
+            allowed.setdefault(Address(o.node_id), (scheme_by_name(o.scheme).tag, o.public_key))
         peers = {p.node_id: (p.host, p.port) for p in cfg.peers()}
         inbound_send, inbound_recv = trio.open_memory_channel[tuple[bytes, bytes]](4096)
         events_send, events_recv = trio.open_memory_channel[tuple[str, bytes]](256)
@@ -593,6 +622,12 @@ class Node:
             identity=self.node_key, chain_id=self.chain_id, genesis_hash=self.genesis.hash,
             listen_host=cfg.p2p.host, listen_port=cfg.p2p.port, peers=peers, allowed=allowed,
             inbound=inbound_send, peer_events=events_send, max_frame_size=cfg.p2p.max_frame_bytes,
+            handshake_timeout=cfg.p2p.handshake_timeout_seconds,
+            max_inbound_connections=cfg.p2p.max_inbound_connections,
+            max_attempts_per_ip=cfg.p2p.max_attempts_per_ip, attempt_window=cfg.p2p.attempt_window_seconds,
+            send_queue_bytes=cfg.p2p.send_queue_bytes, inbound_bytes_per_second=cfg.p2p.inbound_bytes_per_second,
+            inbound_burst_bytes=cfg.p2p.inbound_burst_bytes, ban_threshold=cfg.p2p.ban_threshold,
+            ban_seconds=cfg.p2p.ban_seconds,
         )
         async with trio.open_nursery() as nursery:
             self.p2p_port = await nursery.start(self.net.run)
@@ -600,6 +635,7 @@ class Node:
             nursery.start_soon(self._peer_events_loop, events_recv)
             nursery.start_soon(self._proposer_loop)
             nursery.start_soon(self._ticker_loop)
+            nursery.start_soon(self._prune_loop)
             self.rpc_urls = await nursery.start(serve_rpc, self)
             self.started = True
             log.info("node %s started: height %d, validator index %s, %d validators",
@@ -675,12 +711,25 @@ class Node:
                 self._broadcast(M.STATUS, self.status())
                 for raw in self.mempool.regossip(now, REGOSSIP_AFTER, REGOSSIP_BATCH):
                     self._broadcast(M.TX, raw)
+                self._note_dropped(self.mempool.expire(now, self.config.mempool.ttl_seconds))
             quiet = now - self.last_commit_time >= c.retransmit_ms / 1000
             if quiet and now - last_retransmit >= c.retransmit_ms / 1000:
                 last_retransmit = now
                 for message in self.replica.retransmit():
                     self._broadcast(M.kind_of(message), message)
             self._check_view_timer(now)
+
+    def prune_state(self) -> int:
+        """One bounded step (``[state] prune_batch`` deletions) of pruning the state versions older than
+        ``[state] retention_versions`` below the head; returns the deletions made (0: nothing left)."""
+        cfg = self.config.state
+        return self.chain.state.prune(self.chain.head.height - cfg.retention_versions, cfg.prune_batch)
+
+    async def _prune_loop(self) -> None:
+        # Between two steps the Trio thread is free: block commits never wait for more than one step.
+        while True:
+            await trio.sleep(self.config.state.prune_interval_ms / 1000)
+            self.prune_state()
 
 
 def data_path(home: Path, config: NodeConfig) -> Path:

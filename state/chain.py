@@ -14,8 +14,11 @@ Key layout (all heights 8-byte big-endian)::
     h/<block_hash>     -> height
     r/<height><index>  -> encode(Receipt)
     t/<tx_hash>        -> encode((height, index))
-    s/<state key>      -> state value (see state.tree)
+    j/...              -> the state tree: nodes, per-version roots, stale-node lists (see state.jmt)
     k/<name>           -> consensus records (vote locks), see ``put_record``
+
+The state version of block ``h`` is ``h`` (version 0: the genesis state, written with the genesis
+record).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from crypto.hashing import Hash32
-from state.abc import KeyValueStore, WriteOp
+from state.abc import AuthenticatedState, KeyValueStore, WriteOp
 from state.codec import decode_value, encode
 from state.exceptions import DecodeError, StoreCorrupted
-from state.tree import FlatMerkleState
+from state.jmt import JellyfishState
 from state.types import Block, CommitCertificate, Genesis, Receipt
 
 
@@ -68,15 +71,22 @@ class ChainStore:
         if stored is None:
             if next(iter(store.iterate(b"")), None) is not None:
                 raise StoreCorrupted("the data directory holds data but no genesis record")
-            self.state = FlatMerkleState(store)
-            head = Head(0, genesis.hash, self.state.root, genesis.genesis_time_ms)
-            store.write([(b"m/genesis", genesis.hash), (b"m/head", self._encode_head(head))])
+            self.state: AuthenticatedState = JellyfishState(store)
+            root, ops = self.state.prepare({}, 0)
+            head = Head(0, genesis.hash, root, genesis.genesis_time_ms)
+            store.write([*ops, (b"m/genesis", genesis.hash), (b"m/head", self._encode_head(head))])
+            self.state.applied(root)
         elif stored != genesis.hash:
             raise StoreCorrupted(
                 f"the data directory belongs to genesis {stored.hex()}, not {genesis.hash.hex()}"
             )
         else:
-            self.state = FlatMerkleState(store)
+            if next(iter(store.iterate(b"s/")), None) is not None:
+                raise StoreCorrupted(
+                    "the data directory holds a flat state (s/ keys) of a release before the Merkle tree "
+                    "format; move it away and let the node catch up from its peers"
+                )
+            self.state = JellyfishState(store)
         self._head = self._load_head()
         self._check_consistency()
 
@@ -112,6 +122,8 @@ class ChainStore:
                 raise StoreCorrupted(f"block {head.height} state root differs from the head record")
         if self.kv.get(b"b/" + _h(head.height + 1)) is not None:
             raise StoreCorrupted(f"a block above the head ({head.height + 1}) is stored")
+        if self.state.version != head.height:
+            raise StoreCorrupted(f"the state is at version {self.state.version} but the head at height {head.height}")
         if self.state.root != head.state_root:
             raise StoreCorrupted(
                 f"state root {self.state.root.hex()} != head state root {head.state_root.hex()} "
@@ -141,7 +153,7 @@ class ChainStore:
         header = block.header
         if header.height != head.height + 1 or header.prev_hash != head.block_hash:
             raise StoreCorrupted(f"block {header.height} does not extend head {head.height}")
-        root, ops = self.state.prepare(state_updates)
+        root, ops = self.state.prepare(state_updates, header.height)
         if root != header.state_root:
             raise StoreCorrupted(f"block {header.height}: state root {root.hex()} != header")
         h = _h(header.height)

@@ -29,3 +29,38 @@ class StoreCorrupted(StateError):
 
 class NotFound(StateError):
     """Raised when a block, receipt or version asked for is not stored."""
+
+
+class VersionUnavailable(NotFound):
+    """Raised when the state is read or proven at a version (block height) this store does not hold.
+
+    Either the version is above the newest committed one, or it fell out of the retention window and
+    was pruned.
+
+    Attributes:
+        version: the version asked for.
+        oldest: the oldest version still readable.
+        latest: the newest committed version.
+    """
+
+    def __init__(self, version: int, oldest: int, latest: int) -> None:
+        where = "pruned" if version < oldest else "not committed yet"
+        super().__init__(f"state version {version} is {where} (readable: {oldest}..{latest})")
+        self.version = version
+        self.oldest = oldest
+        self.latest = latest
+
+
+class InvalidProof(StateError):
+    """Raised when a Merkle proof does not show what it is claimed to show against a root.
+
+    Raised by ``state.proof.verify_proof``: the proof is malformed for the key, its leaf does not
+    match the claimed value (or absence), or the hashes do not lead to the expected root.
+
+    Attributes:
+        reason: what did not hold.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -44,6 +45,22 @@ class LevelDBStore:
         """Every ``(key, value)`` with ``prefix``, in key order."""
         yield from self._db.iterator(prefix=prefix)
 
+    def iterate_range(self, start: bytes, stop: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, value)`` with ``start <= key < stop``, ascending (descending if ``reverse``).
+
+        A LevelDB iterator, which reads from an implicit snapshot. Reverse scans bound ``start`` here, not
+        in plyvel: plyvel 1.5.1 skips the key equal to ``start`` when it is the only key of a reverse range.
+        """
+        if start >= stop:
+            return
+        if not reverse:
+            yield from self._db.iterator(start=start, stop=stop)
+            return
+        for key, value in self._db.iterator(stop=stop, reverse=True):
+            if key < start:
+                return
+            yield key, value
+
     def close(self) -> None:
         """Close the database (idempotent)."""
         if not self._db.closed:
@@ -57,10 +74,14 @@ def _as_bytes(value: object) -> bytes:
 
 
 class MemoryStore:
-    """An in-memory ``KeyValueStore`` for tests: same atomicity, no durability."""
+    """An in-memory ``KeyValueStore`` for tests: same atomicity, no durability.
+
+    A dict plus the sorted list of its keys, so prefix and range scans cost O(log n + results).
+    """
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
         self._lock = threading.Lock()
 
     def get(self, key: bytes) -> bytes | None:
@@ -74,17 +95,41 @@ class MemoryStore:
         """
         staged = [(_as_bytes(k), None if v is None else _as_bytes(v)) for k, v in ops]
         with self._lock:
+            data, keys = self._data, self._keys
             for key, value in staged:
                 if value is None:
-                    self._data.pop(key, None)
+                    if data.pop(key, None) is not None:
+                        del keys[bisect.bisect_left(keys, key)]
                 else:
-                    self._data[key] = value
+                    if key not in data:
+                        bisect.insort(keys, key)
+                    data[key] = value
+
+    def _snapshot(self, start: bytes, stop: bytes | None) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            keys = self._keys
+            lo = bisect.bisect_left(keys, start)
+            hi = len(keys) if stop is None else bisect.bisect_left(keys, stop, lo)
+            return [(k, self._data[k]) for k in keys[lo:hi]]
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, value)`` with ``prefix``, in key order (a snapshot)."""
-        with self._lock:
-            items = sorted((k, v) for k, v in self._data.items() if k.startswith(prefix))
-        yield from items
+        yield from self._snapshot(prefix, _prefix_end(prefix))
+
+    def iterate_range(self, start: bytes, stop: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, value)`` with ``start <= key < stop``, ascending (descending if ``reverse``); a snapshot."""
+        if start >= stop:
+            return
+        items = self._snapshot(start, stop)
+        yield from reversed(items) if reverse else items
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key that starts with ``prefix`` (None: no such key, scan to the end)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from crypto.hashing import HASH_LEN, Hash32
 from crypto.keys import ADDRESS_LEN, Address
 from state.codec import MAX_BIGINT_BYTES
+from state.proof import ProofLeaf, ProofLevel, StateProof
 from state.types import (
     Block,
     BlockHeader,
@@ -58,8 +59,10 @@ __all__ = [
     "hashes",
     "headers",
     "integers",
+    "proof_levels",
     "receipts",
     "scalars",
+    "state_proofs",
     "transactions",
     "tx_bodies",
     "u64s",
@@ -254,4 +257,27 @@ def genesis() -> st.SearchStrategy[Genesis]:
         u64s(),
         _tuples(validators(), 4),
         _tuples(st.builds(Param, st.text(max_size=16), integers()), 4),
+    )
+
+
+def proof_levels() -> st.SearchStrategy[ProofLevel]:
+    """Proof levels: a non-empty bitmap and as many random sibling hashes as it allows (or one fewer)."""
+    return st.integers(min_value=1, max_value=0xFFFF).flatmap(
+        lambda bitmap: st.builds(
+            ProofLevel,
+            st.just(bitmap),
+            st.lists(hashes(), min_size=bitmap.bit_count() - 1, max_size=bitmap.bit_count()).map(tuple),
+        )
+    )
+
+
+def state_proofs(*, max_levels: int = 6) -> st.SearchStrategy[StateProof]:
+    """State proofs (``state.proof.StateProof``) of up to ``max_levels`` levels, with or without a leaf.
+
+    Random hashes: right for codec tests; they verify against no real root.
+    """
+    return st.builds(
+        StateProof,
+        st.lists(proof_levels(), max_size=max_levels).map(tuple),
+        st.none() | st.builds(ProofLeaf, hashes(), hashes()),
     )

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from devnet.compose import render_compose
-from devnet.layout import generate
+from devnet.compose import generate_docker, render_compose
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "devnet" / "docker-compose.yml"
@@ -86,15 +85,8 @@ def parse_yaml(text: str) -> Any:
 
 def service_comments(text: str) -> dict[str, str]:
     """The text of each service block (``  node-i:`` up to the next one), comments included."""
-    parts = re.split(r"^  (node-\d+):$", text, flags=re.M)
+    parts = re.split(r"^  ((?:node|observer)-\d+):$", text, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
-
-
-def test_parser_reads_nested_blocks() -> None:
-    doc = parse_yaml('a:\n  b: 1\n  c: ["x", "y"]\n  d:\n    - e: f\n      g: "h: i"\n    - j\n')
-    assert doc == {"a": {"b": 1, "c": ["x", "y"], "d": [{"e": "f", "g": "h: i"}, "j"]}}
-    with pytest.raises(ValueError, match="duplicate"):
-        parse_yaml("a: 1\na: 2\n")
 
 
 # --- docker-compose.yml ---------------------------------------------------------------------------
@@ -104,74 +96,92 @@ def test_committed_compose_file_is_generated() -> None:
     assert COMPOSE_FILE.read_bytes() == render_compose().encode()
 
 
-def test_cli_compose_writes_the_same_text(tmp_path: Path) -> None:
+def test_cli_compose_writes_homes_and_the_file(tmp_path: Path) -> None:
     from devnet.cli import main
 
-    out = tmp_path / "docker-compose.yml"
-    assert main(["compose", "--out", str(out)]) == 0
-    assert out.read_text() == render_compose()
+    out, root = tmp_path / "docker-compose.yml", tmp_path / "homes"
+    assert main(["compose", "--out", str(out), "--home", str(root), "--observers", "1"]) == 0
+    assert out.read_text() == render_compose(4, 1, root=str(root))
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [*(f"node-{i}" for i in range(4)), "observer-0"]
+    genesis = json.loads((root / "node-0" / "genesis.json").read_text())
+    assert len(genesis["validators"]) == 4  # the observer is not in genesis
+    assert main(["compose", "--out", str(out), "--home", str(root)]) == 2  # never overwrites keys silently
+    assert (root / "observer-0").exists()
+    assert main(["compose", "--out", str(out), "--home", str(root), "--file-only", "--validators", "7"]) == 0
+    assert "node-6:" in out.read_text()
 
 
 def test_compose_header_says_how_to_use_it() -> None:
     text = render_compose()
     header = text[: text.index("services:")]
-    assert "qenex-devnet init" in header
+    assert "qenex-devnet compose" in header
     assert "docker compose -f devnet/docker-compose.yml up --build" in header
-    assert "network_mode: host" in header or "host networking" in header.lower()
     assert not re.search(r"^version:", text, flags=re.M)
 
 
-def test_compose_matches_a_generated_layout(tmp_path: Path) -> None:
-    """Every generated home has a service running it with its own config's ports."""
-    layout = generate(tmp_path / ".devnet", validators=4, scrypt_n=2**10)
-    text = render_compose(4, root=".devnet")
+def test_compose_matches_generated_homes(tmp_path: Path) -> None:
+    """Every generated home has a service running it; configs listen on 0.0.0.0 and dial by service name."""
+    root = tmp_path / ".devnet-docker"
+    layout = generate_docker(root, 4, 2, scrypt_n=2**10)
+    text = render_compose(4, 2, root=".devnet-docker")
     doc = parse_yaml(text)
     services = doc["services"]
     comments = service_comments(text)
-    assert set(services) == {n.name for n in layout.nodes}
+    assert list(services) == [n.name for n in layout.nodes]
+    assert [n.role for n in layout.nodes] == ["validator"] * 4 + ["observer"] * 2
     compose_dir = tmp_path / "devnet"  # the file lives in devnet/; its host paths are relative to it
-    for node in layout.nodes:
+    observer_keys = set()
+    for i, node in enumerate(layout.nodes):
         config = tomllib.loads((Path(node.home) / "config.toml").read_text())
         svc = services[node.name]
         assert svc["build"] == {"context": "..", "dockerfile": "devnet/Dockerfile"}
         assert svc["image"] == "qenex-ledger:dev"
         command = svc["command"]
-        assert command[:3] == ["qenex-node", "start", "--home"] and len(command) == 4
-        home_in_container = command[3]
-        assert home_in_container == f"/devnet/{node.name}"
-        [volume] = svc["volumes"]
-        assert volume["type"] == "bind"
-        assert volume["source"] == f"../.devnet/{node.name}"
-        assert volume["target"] == home_in_container
-        assert (compose_dir / volume["source"]).resolve() == Path(node.home).resolve()
-        assert svc["network_mode"] == "host"
-        assert "ports" not in svc
-        # host networking keeps the config's loopback addresses and ports valid in the container
-        assert config["rpc"]["host"] == "127.0.0.1" and config["p2p"]["host"] == "127.0.0.1"
+        assert command == ["qenex-node", "start", "--home", f"/devnet/{node.name}"]
+        home, data = svc["volumes"]
+        assert home == {"type": "bind", "source": f"../.devnet-docker/{node.name}", "target": command[3],
+                        "read_only": True}
+        assert (compose_dir / home["source"]).resolve() == Path(node.home).resolve()
+        assert data == {"type": "volume", "source": f"{node.name}-data", "target": "/var/lib/qenex"}
+        assert doc["volumes"][f"{node.name}-data"] == {"name": f"qenex-devnet-{node.name}-data"}
+        assert config["node"]["data_dir"].startswith("/var/lib/qenex/")  # the LevelDB is in the volume
+        assert svc["networks"] == ["qenex"] and "network_mode" not in svc
+        assert svc["ports"] == [f"127.0.0.1:{8545 + i}:8545"]
+        assert config["rpc"] == {**config["rpc"], "host": "0.0.0.0", "port": 8545}
+        assert config["p2p"]["host"] == "0.0.0.0" and config["p2p"]["port"] == 26656
+        dialed = {p.split("@")[1] for p in config["p2p"]["peers"]}
+        validators = {f"node-{j}:26656" for j in range(4)}
+        if node.role == "validator":
+            assert dialed == (validators | {"observer-0:26656", "observer-1:26656"}) - {f"{node.name}:26656"}
+            observer_keys.add(tuple(config["p2p"]["observers"]))
+        else:
+            assert dialed == validators and config["p2p"]["observers"] == []
         test = svc["healthcheck"]["test"]
         assert test[:3] == ["CMD", "python", "-c"]
-        [url] = re.findall(r"http://[^'\"]+", test[3])
-        assert url == f"http://127.0.0.1:{config['rpc']['port']}/health"
-        assert config["rpc"]["port"] == node.rpc_port
+        assert re.findall(r"http://[^'\"]+", test[3]) == ["http://127.0.0.1:8545/health"]
         assert {"interval", "timeout", "retries"} <= set(svc["healthcheck"])
-        block = comments[node.name]
-        assert re.findall(r"# P2P +127\.0\.0\.1:(\d+)", block) == [str(config["p2p"]["port"])]
-        assert re.findall(r"# RPC +http://127\.0\.0\.1:(\d+)", block) == [str(config["rpc"]["port"])]
+        assert f"RPC http://127.0.0.1:{8545 + i} on the host" in comments[node.name]
+        assert node.role in comments[node.name]
         assert svc["restart"] == "unless-stopped"
         assert svc["stop_signal"] == "SIGTERM"
         assert svc["stop_grace_period"] == "15s"
+    assert doc["networks"] == {"qenex": {"name": "qenex-devnet", "driver": "bridge"}}
+    [entries] = observer_keys  # every validator allows the same observers: exactly the two observer node keys
+    from node.config import Observer
+
+    assert {"0x" + Observer.parse(e).node_id.hex() for e in entries} == {n.node_id for n in layout.nodes[4:]}
 
 
 def test_compose_scales_and_follows_ports() -> None:
     doc = parse_yaml(render_compose(7))
     assert list(doc["services"]) == [f"node-{i}" for i in range(7)]
-    text = render_compose(2, root="/srv/chain", base_rpc_port=18545, base_p2p_port=36656)
+    text = render_compose(2, 1, root="/srv/chain", base_rpc_port=18545)
     services = parse_yaml(text)["services"]
     assert services["node-1"]["volumes"][0]["source"] == "/srv/chain/node-1"
-    assert "http://127.0.0.1:18546/health" in services["node-1"]["healthcheck"]["test"][3]
-    assert re.findall(r"# P2P +127\.0\.0\.1:(\d+)", service_comments(text)["node-1"]) == ["36657"]
-    with pytest.raises(ValueError, match="at least one"):
-        render_compose(0)
+    assert services["observer-0"]["ports"] == ["127.0.0.1:18547:8545"]
+    for bad in ((0, 0), (2, -1)):
+        with pytest.raises(ValueError, match="at least one"):
+            render_compose(*bad)
 
 
 # --- Dockerfile and .dockerignore -----------------------------------------------------------------
@@ -218,7 +228,8 @@ def test_dockerfile_installs_every_package_pinned() -> None:
             for spec in args.split():
                 lo, _, hi = spec.partition("-")
                 exposed.update(range(int(lo), int(hi or lo) + 1))
-    assert {8545 + i for i in range(4)} | {26656 + i for i in range(4)} <= exposed
+    assert {8545, 26656} <= exposed
+    assert any(word == "RUN" and "chmod 1777 /var/lib/qenex" in args for word, args in ins)
 
 
 def test_dockerignore_keeps_local_state_out() -> None:

@@ -243,14 +243,28 @@ def test_infinite_allowance_is_not_decremented(chain: LocalChain, token: Address
     assert chain.read(token, "allowance", A, B) == UINT256_MAX - 11
 
 
-def test_burn(chain: LocalChain, token: Address) -> None:
-    ok(send(chain, ALICE, T(token, "mint", B, 500)))
-    receipt = ok(send(chain, BOB, T(token, "burn", 200)))
-    assert receipt.events == (transfer_event(token, B, ZERO_ADDRESS, 200),)
-    assert (chain.read(token, "balanceOf", B), chain.read(token, "totalSupply")) == (300, 300)
-    reverted(send(chain, BOB, T(token, "burn", 301)), "insufficient balance: 300 < 301")
-    ok(send(chain, BOB, T(token, "burn", 300)))
-    assert (chain.read(token, "balanceOf", B), chain.read(token, "totalSupply")) == (0, 0)
+def test_burn_only_by_the_minter(chain: LocalChain, token: Address) -> None:
+    ok(send(chain, ALICE, T(token, "mint", A, 500)))
+    ok(send(chain, ALICE, T(token, "mint", B, 100)))
+    reverted(send(chain, BOB, T(token, "burn", 1)), "caller is not the minter")  # a holder can not burn
+    receipt = ok(send(chain, ALICE, T(token, "burn", 200)))  # the minter burns its own balance
+    assert receipt.events == (transfer_event(token, A, ZERO_ADDRESS, 200),)
+    assert (chain.read(token, "balanceOf", A), chain.read(token, "totalSupply")) == (300, 400)
+    reverted(send(chain, ALICE, T(token, "burn", 301)), "insufficient balance: 300 < 301")
+    ok(send(chain, ALICE, T(token, "burn", 300)))
+    assert (chain.read(token, "balanceOf", A), chain.read(token, "totalSupply")) == (0, 100)
+
+
+def test_burn_from_spends_the_minters_allowance(chain: LocalChain, token: Address) -> None:
+    ok(send(chain, ALICE, T(token, "mint", B, 100)))
+    reverted(send(chain, ALICE, T(token, "burnFrom", B, 1)), "insufficient allowance: 0 < 1")
+    ok(send(chain, BOB, T(token, "approve", A, 60)))
+    reverted(send(chain, CAROL, T(token, "burnFrom", B, 1)), "caller is not the minter")
+    reverted(send(chain, ALICE, T(token, "burnFrom", B, 61)), "insufficient allowance: 60 < 61")
+    receipt = ok(send(chain, ALICE, T(token, "burnFrom", B, 40)))
+    assert receipt.events == (transfer_event(token, B, ZERO_ADDRESS, 40),)
+    assert chain.read(token, "allowance", B, A) == 20
+    assert (chain.read(token, "balanceOf", B), chain.read(token, "totalSupply")) == (60, 60)
 
 
 def test_set_minter(chain: LocalChain, token: Address) -> None:
@@ -274,7 +288,8 @@ def test_amounts_up_to_uint256_max(chain: LocalChain, token: Address) -> None:
     assert receipt.events == (transfer_event(token, B, C, UINT256_MAX),)
     assert chain.read(token, "balanceOf", C) == UINT256_MAX
     reverted(send(chain, CAROL, transfer_call(token, B, UINT256_MAX + 1)), "transfer takes (Addr, Uint)")
-    ok(send(chain, CAROL, T(token, "burn", UINT256_MAX)))
+    ok(send(chain, CAROL, transfer_call(token, A, UINT256_MAX)))  # back to the minter, who burns it
+    ok(send(chain, ALICE, T(token, "burn", UINT256_MAX)))
     assert chain.read(token, "totalSupply") == 0
     ok(send(chain, ALICE, T(token, "mint", C, UINT256_MAX)))  # room again after the burn
 
@@ -516,8 +531,8 @@ class TokenModel:
                 self.allowances[other, actor] = allowed - amount
             bal[other] -= amount
             bal[actor] += amount
-        else:  # burn
-            if bal[actor] < amount:
+        else:  # burn: only the minter, of its own balance
+            if actor != 0 or bal[actor] < amount:
                 return False
             bal[actor] -= amount
             self.supply -= amount

@@ -302,3 +302,56 @@ def test_pending_transactions_are_offered_again_until_taken() -> None:
     pool.remove([txs[2]])
     assert pool.regossip(now=10.0, older_than=2.5, limit=1) == [txs[0].encode()]  # limit, oldest first
     assert pool.regossip(now=10.0, older_than=2.5, limit=5) == [txs[1].encode()]
+
+
+# --- priority: replacement, eviction, time to live -----------------------------------------------
+
+
+def test_a_held_back_transaction_can_be_replaced_an_executable_one_cannot() -> None:
+    mp = pool()
+    add_all(mp, [T(0, 0), T(0, 2)])  # nonce 1 missing: nonce 2 is held back
+    assert mp.executable(A, 1) and not mp.executable(A, 2)
+    replacement = tx(KEYS[0], 2, amount=9)
+    assert mp.add(replacement, size(replacement), 0)
+    assert mp.replaced == [T(0, 2).hash] and T(0, 2).hash not in mp and replacement.hash in mp
+    assert (len(mp), mp.size_bytes) == (2, size(T(0, 0)) + size(replacement))
+    with pytest.raises(TxRejected, match="executable") as info:
+        mp.add(tx(KEYS[0], 0, amount=9), size(T(0, 0)), 0)
+    assert info.value.reason == "nonce already pending" and T(0, 0).hash in mp
+    add_all(mp, [T(0, 1)])  # the gap closes: nonce 2 is executable now, and locked
+    with pytest.raises(TxRejected):
+        mp.add(tx(KEYS[0], 2, amount=10), size(replacement), 0)
+    assert ids(mp.ready(10, nonces({}))) == [(A, 0), (A, 1), (A, 2)]
+
+
+def test_a_full_pool_evicts_held_back_transactions_for_an_executable_one() -> None:
+    mp = pool(max_txs=4)
+    add_all(mp, [T(0, 0), T(1, 3), T(1, 4), T(2, 0)])  # B's 3 and 4 are held back (account nonce 0)
+    assert mp.add(T(0, 1), size(T(0, 1)), 0)  # executable newcomer: B's highest nonce goes first
+    assert mp.evicted == [T(1, 4).hash] and T(1, 3).hash in mp
+    assert mp.add(T(2, 1), size(T(2, 1)), 0)
+    assert mp.evicted == [T(1, 4).hash, T(1, 3).hash] and len(mp) == 4
+    with pytest.raises(TxRejected) as info:  # only executable ones left: nothing is evicted for it
+        mp.add(T(0, 2), size(T(0, 2)), 0)
+    assert info.value.reason == "mempool full" and len(mp) == 4
+    with pytest.raises(TxRejected):  # a held-back newcomer never evicts anything
+        mp.add(T(1, 5), size(T(1, 5)), 0)
+    assert set(ids(mp.ready(10, nonces({})))) == {(A, 0), (A, 1), (C, 0), (C, 1)}
+
+
+def test_eviction_frees_enough_bytes() -> None:
+    big = [T(1, n) for n in (2, 3, 4)]  # held back
+    mp = pool(max_bytes=sum(size(t) for t in big) + size(T(0, 0)))
+    add_all(mp, [*big, T(0, 0)])
+    assert mp.add(T(0, 1), size(T(0, 1)), 0)
+    assert mp.evicted == [T(1, 4).hash] and mp.size_bytes <= mp.max_bytes
+
+
+def test_expire_drops_transactions_past_their_time_to_live() -> None:
+    mp = pool()
+    mp.add(T(0, 0), size(T(0, 0)), 0, now=100.0)
+    mp.add(T(1, 0), size(T(1, 0)), 0, now=160.0)
+    assert mp.expire(159.0, ttl=60.0) == []
+    assert mp.expire(160.0, ttl=60.0) == [T(0, 0).hash]
+    assert (len(mp), mp.size_bytes) == (1, size(T(1, 0)))
+    assert mp.expire(10_000.0, ttl=60.0) == [T(1, 0).hash] and len(mp) == 0

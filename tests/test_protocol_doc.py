@@ -32,9 +32,12 @@ from crypto.keys import Address, address_of
 from crypto.signatures import Context, scheme_by_tag
 from node.rpc import jsonfmt
 from node.rpc.client import deploy_token_call, transfer_call
+from state import proof as state_proof
 from state import types as T
 from state.codec import Value, decode_value, encode
 from state.exceptions import DecodeError
+from state.jmt import JellyfishState, root_of
+from state.kv import MemoryStore
 from state.tree import EMPTY_ROOT, merkle_root
 from state.types import Call, Transaction, TxBody
 
@@ -203,7 +206,7 @@ def test_gas_table() -> None:
 # --- struct layouts ---------------------------------------------------------------------------------
 
 STRUCTS = ["Call", "TxBody", "Transaction", "Receipt", "Event", "BlockHeader", "Genesis", "Validator", "Param",
-           "CommitCertificate", "ValidatorSignature"]
+           "CommitCertificate", "ValidatorSignature", "StateProof", "ProofLevel", "ProofLeaf"]
 
 
 def _type_name(annotation: Any) -> str:
@@ -217,6 +220,9 @@ def _type_name(annotation: Any) -> str:
         return annotation.__name__
     if get_origin(annotation) is tuple:
         return "array of " + _type_name(get_args(annotation)[0])
+    if type(None) in get_args(annotation):
+        (inner,) = [a for a in get_args(annotation) if a is not type(None)]
+        return _type_name(inner) + " or nil"
     if isinstance(annotation, type):
         return annotation.__name__
     raise AssertionError(f"no documented name for {annotation!r}")
@@ -224,7 +230,7 @@ def _type_name(annotation: Any) -> str:
 
 @pytest.mark.parametrize("name", STRUCTS)
 def test_struct_tables(name: str) -> None:
-    cls = getattr(T, name)
+    cls = getattr(T, name, None) or getattr(state_proof, name)
     hints = get_type_hints(cls)
     rows = table(f"struct:{name}")
     documented = [(int(i), code(field), typ) for i, field, typ, _meaning in rows]
@@ -268,6 +274,66 @@ def test_merkle_root_rules() -> None:
     a, b, c = (sha3(bytes([i])) for i in range(3))
     assert merkle_root([a]) == a
     assert merkle_root([a, b, c]) == sha3(b"\x01" + sha3(b"\x01" + a + b) + c)
+
+
+def _state_root_from_the_text(contents: dict[bytes, bytes]) -> bytes:
+    """The state root as section 9.3 words it, written out from the page (not from ``state.jmt``)."""
+
+    def root(items: list[tuple[str, bytes, bytes]], depth: int) -> bytes:
+        if len(items) == 1:
+            return sha3(b"QENEX/v1/jmt/leaf" + items[0][1] + items[0][2])
+        bitmap, hashes = 0, b""
+        for i in range(16):
+            group = [it for it in items if int(it[0][depth], 16) == i]
+            if group:
+                bitmap |= 1 << i
+                hashes += root(group, depth + 1)
+        return sha3(b"QENEX/v1/jmt/node" + bitmap.to_bytes(2, "big") + hashes)
+
+    items = [(sha3(k).hex(), sha3(k), sha3(v)) for k, v in contents.items()]
+    return root(items, 0) if items else sha3(b"")
+
+
+def test_state_hashing_rules() -> None:
+    text = "\n".join(block("state-hashing"))
+    assert state_proof.LEAF_DOMAIN.decode() in text and state_proof.INTERNAL_DOMAIN.decode() in text
+    assert state_proof.EMPTY_ROOT == EMPTY_ROOT == sha3(b"")
+    assert "retention_versions" in prose() and "newest 1000 heights" in prose()
+    from node.config import StateSection
+
+    assert StateSection().retention_versions == 1000
+
+
+def test_state_example(example: dict[str, Any]) -> None:
+    state = example["state"]
+    rows = keyed("state-example")
+    [key_label] = [label for label in rows if label.startswith("key =")]
+    key = bytes.fromhex(rows[key_label].removeprefix("0x"))
+    assert key == b"\x03" + example["token"] + b"b" + example["recipient"]
+    assert len(state) == 7 and state[key] == encode(example["amount"]) == bytes.fromhex("ce002625a0")
+    store = MemoryStore()
+    tree = JellyfishState(store)
+    for updates in ({}, state):
+        root, ops = tree.prepare(updates, tree.version + 1)
+        store.write(ops)
+        tree.applied(root)
+    value, proof = tree.prove(key)
+    assert value == state[key]
+    state_proof.verify_proof(tree.root, key, value, proof)
+    encoded = proof.encode()
+    levels = ", ".join(f"0x{lv.bitmap:04x} ({len(lv.siblings)} sibling{'s' if len(lv.siblings) != 1 else ''})"
+                       for lv in proof.levels)
+    assert rows == {
+        key_label: "0x" + key.hex(),
+        "key hash": "0x" + sha3(key).hex(),
+        "value hash": "0x" + sha3(value).hex(),
+        "levels: bitmaps and sibling counts": levels,
+        "proof length (bytes)": str(len(encoded)),
+        "SHA3-256(proof)": "0x" + sha3(encoded).hex(),
+        "state root": "0x" + tree.root.hex(),
+    }
+    assert tree.root == root_of(state) == _state_root_from_the_text(state)
+    assert proof.leaf is not None and proof.leaf.key_hash == sha3(key)
 
 
 # --- section 10: the worked example -------------------------------------------------------------------
@@ -323,6 +389,7 @@ def example() -> dict[str, Any]:
         "token": token, "recipient": recipient, "amount": int(amount), "body": body, "tx": tx,
         "signing_bytes": signing_bytes, "signature": signature, "raw": tx.encode(),
         "setup_receipt": setup_receipt, "receipt": receipt,
+        "state": {k: v for k, v in overlay.writes.items() if v is not None},
     }
 
 

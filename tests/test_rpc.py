@@ -99,6 +99,7 @@ async def test_wallet_flow(live_node: LiveNode) -> None:
                                                             "qnx_getBlockByNumber", "qnx_getBlockByHash",
                                                             "qnx_getNonce", "qnx_getBalance", "qnx_getToken",
                                                             "qnx_call", "qnx_estimateGas", "qnx_getEvidence",
+                                                            "qnx_getProof", "qnx_getPool",
                                                             "rpc.discover"])
 
 
@@ -200,10 +201,58 @@ async def test_protocol_errors(live_node: LiveNode) -> None:
     assert await state_root(live) == root
 
 
-@pytest.mark.parametrize("selector", ["earliest", 5])
-async def test_historical_state_is_refused_clearly(live_node: LiveNode, selector: object) -> None:
-    e = await error(live_node, "qnx_getNonce", "0x" + "11" * 20, selector)
-    assert e["code"] == -32001
+async def test_state_queries_at_past_heights(live_node: LiveNode) -> None:
+    live = live_node
+    owner, token = await setup_token(live)
+    minted_at = (await result(live, "qnx_status"))["height"]
+    alice = KeyPair.generate(ED25519)
+    receipt = await result(live, "qnx_sendRawTransactionAndWait",
+                           raw(sign_transaction(owner, CHAIN, 2, [transfer_call(token, alice.address, 7)])), 30)
+    moved_at = receipt["blockHeight"]
+    assert moved_at > minted_at
+    who, tok = "0x" + owner.address.hex(), "0x" + token.hex()
+    assert await result(live, "qnx_getBalance", who, tok, minted_at) == str(10**12)
+    assert await result(live, "qnx_getBalance", who, tok, moved_at) == str(10**12 - 7)
+    assert await result(live, "qnx_getBalance", who, tok) == str(10**12 - 7)
+    assert [await result(live, "qnx_getNonce", who, h) for h in ("earliest", minted_at, moved_at)] == [0, 2, 3]
+    balance_of = {"to": tok, "method": "balanceOf", "args": ["0x" + alice.address.hex()]}
+    assert [await result(live, "qnx_call", balance_of, h) for h in (minted_at, moved_at)] == ["0", "7"]
+    assert (await result(live, "qnx_getToken", tok, minted_at))["totalSupply"] == str(10**12)
+    above = await error(live, "qnx_getNonce", who, moved_at + 100)
+    assert above["code"] == -32001 and above["data"]["latest"] == moved_at
+    assert (await error(live, "qnx_getNonce", who, "yesterday"))["code"] == -32602
+    while live.node.chain.state.prune(moved_at, 3):  # what the node's pruning service does, in small steps
+        pass
+    pruned = await error(live, "qnx_getBalance", who, tok, minted_at)
+    assert pruned["code"] == -32001 and pruned["data"] == {"oldest": moved_at, "latest": moved_at}
+    assert await result(live, "qnx_getNonce", who, "earliest") == 3
+
+
+async def test_get_proof_over_http_verifies(live_node: LiveNode) -> None:
+    from node.exceptions import ProofRejected
+    from node.rpc.client import verify_proof_result
+    from state.codec import decode_value
+
+    live = live_node
+    owner, token = await setup_token(live)
+    validators = [(v.scheme, v.public_key) for v in live.node.validators]
+    slots = [b"b" + owner.address, b"b" + b"\x42" * 20, b"supply"]
+    answer = await result(live, "qnx_getProof", "0x" + token.hex(), ["0x" + s.hex() for s in slots])
+    proven = verify_proof_result(answer, chain_id=CHAIN, validators=validators, address=token, storage_keys=slots)
+    assert proven.height == (await result(live, "qnx_status"))["height"]
+    assert proven.state_root.hex() == answer["stateRoot"][2:] and proven.code == "token/v1" and proven.nonce == 0
+    assert [None if v is None else decode_value(v) for v in proven.storage.values()] == [10**12, None, 10**12]
+    # the owner's account: its nonce, no code, and the block asked for
+    mine = await result(live, "qnx_getProof", "0x" + owner.address.hex(), [], 1)
+    account = verify_proof_result(mine, chain_id=CHAIN, validators=validators, address=owner.address, height=1)
+    assert (account.height, account.nonce, account.code) == (1, 1, None)
+    with pytest.raises(ProofRejected, match="not 2"):
+        verify_proof_result(mine, chain_id=CHAIN, validators=validators, address=owner.address, height=2)
+    with pytest.raises(ProofRejected, match="another state key"):  # an answer about someone else
+        verify_proof_result(mine, chain_id=CHAIN, validators=validators, address=token)
+    assert (await error(live, "qnx_getProof", "0x" + token.hex(), [], 0))["code"] == -32001
+    assert (await error(live, "qnx_getProof", "0x" + token.hex(), "0x00"))["code"] == -32602
+    assert (await error(live, "qnx_getProof", "0x" + token.hex(), ["0x00"] * 257))["code"] == -32005
 
 
 async def test_equivocation_is_recorded_and_served(live_node: LiveNode) -> None:
@@ -263,3 +312,26 @@ async def test_metrics_follow_commits_and_rejections(live_node: LiveNode) -> Non
     assert after['qenex_transactions_rejected_total{reason="wrong chain id"}'] == 1.0
     assert after['qenex_transactions_rejected_total{reason="nonce too low"}'] == 1.0
     assert after["qenex_mempool_transactions"] == 0.0
+
+
+async def test_a_waiting_client_hears_that_its_transaction_was_replaced(live_node: LiveNode) -> None:
+    import trio
+
+    owner, token = await setup_token(live_node)
+    held = sign_transaction(owner, CHAIN, 5, [transfer_call(token, owner.address, 1)])  # nonce 2 is next: held back
+    other = sign_transaction(owner, CHAIN, 5, [transfer_call(token, owner.address, 2)])
+    answers: list[dict] = []
+
+    async def wait_for_held() -> None:
+        answers.append(await error(live_node, "qnx_sendRawTransactionAndWait", raw(held), 30))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for_held)
+        with trio.fail_after(10):
+            while held.hash not in live_node.node.mempool:
+                await trio.sleep(0.01)
+        assert await result(live_node, "qnx_sendRawTransaction", raw(other)) == "0x" + other.hash.hex()
+    assert answers[0]["code"] == -32003 and "replaced" in answers[0]["data"]["reason"]
+    assert held.hash not in live_node.node.mempool and other.hash in live_node.node.mempool
+    metrics = await metric_values(live_node)
+    assert metrics['qenex_mempool_dropped_total{reason="replaced"}'] == 1.0

@@ -20,8 +20,9 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
 from contracts import gas as G
+from contracts.amm import CANONICAL_FACTORY
 from contracts.exceptions import Revert, TxRejected
-from contracts.vm import BlockEnv, Overlay
+from contracts.vm import BlockEnv, Overlay, code_key, nonce_key, storage_key
 from crypto.exceptions import InvalidSignature
 from crypto.keys import Address
 from node.metrics import CONTENT_TYPE
@@ -45,6 +46,7 @@ from state.types import Call, Transaction, TxBody
 
 if TYPE_CHECKING:
     from node.node import Node
+    from state.chain import ChainStore
 
 log = logging.getLogger("qenex.rpc")
 
@@ -84,8 +86,10 @@ class RPCApp:
             "qnx_getNonce": (("address", "block"), 1, self.get_nonce),
             "qnx_getBalance": (("address", "token", "block"), 2, self.get_balance),
             "qnx_getToken": (("token", "block"), 1, self.get_token),
+            "qnx_getPool": (("tokenA", "tokenB", "block", "factory"), 2, self.get_pool),
             "qnx_call": (("call", "block"), 1, self.call),
             "qnx_estimateGas": (("call",), 1, self.estimate_gas),
+            "qnx_getProof": (("address", "storageKeys", "block"), 2, self.get_proof),
             "qnx_getEvidence": ((), 0, self.get_evidence),
             "rpc.discover": ((), 0, self.discover),
         }
@@ -202,14 +206,32 @@ class RPCApp:
         ready = node.started and peers >= 2 * node.replica.f and height >= best - 1
         return ready, {"peers": peers, "height": height, "bestPeerHeight": best}
 
-    def _latest(self, selector: Any) -> None:
-        """State queries read the committed head; older versions come with the versioned tree."""
+    def _latest(self, selector: Any) -> int:
+        """The state version (block height) a state query's ``block`` selector names, checked to be readable.
+
+        ``None``/``"latest"``: the head; ``"earliest"``: the oldest version not pruned yet (the node
+        keeps ``[state] retention_versions`` of them); an integer: that height. -32001 outside the
+        readable range (``data``: ``oldest``, ``latest``), -32602 for anything else.
+        """
+        state = self.node.chain.state
         head = self.node.chain.head.height
-        if selector is None or selector == "latest" or selector == head:
-            return
-        if selector == "earliest" or (isinstance(selector, int) and not isinstance(selector, bool)):
-            raise RPCError(NOT_FOUND, "historical state is not retained by this node", {"latest": head})
-        raise RPCError(INVALID_PARAMS, "block must be an integer height, 'latest' or 'earliest'")
+        if selector is None or selector == "latest":
+            return head
+        if selector == "earliest":
+            return state.oldest_version
+        if isinstance(selector, int) and not isinstance(selector, bool) and selector >= 0:
+            if not state.oldest_version <= selector <= head:
+                where = "pruned by this node" if selector < head else "not committed yet"
+                raise RPCError(NOT_FOUND, f"the state at height {selector} is {where}",
+                               {"oldest": state.oldest_version, "latest": head})
+            return selector
+        raise RPCError(INVALID_PARAMS, "block must be a non-negative integer height, 'latest' or 'earliest'")
+
+    def _getter(self, version: int | None) -> Callable[[bytes], bytes | None]:
+        state = self.node.chain.state
+        if version is None or version == state.version:
+            return state.get
+        return lambda key: state.get(key, version)
 
     def _height(self, selector: Any) -> int:
         head = self.node.chain.head.height
@@ -221,14 +243,19 @@ class RPCApp:
             return selector
         raise RPCError(INVALID_PARAMS, "block must be a non-negative integer height, 'latest' or 'earliest'")
 
-    def _env(self) -> BlockEnv:
-        head = self.node.chain.head
-        return BlockEnv(self.node.chain_id, head.height, head.timestamp_ms // 1000)
+    def _env(self, version: int | None = None) -> BlockEnv:
+        chain = self.node.chain
+        if version is None or version == chain.head.height:
+            return BlockEnv(self.node.chain_id, chain.head.height, chain.head.timestamp_ms // 1000)
+        block = chain.block(version)
+        ms = block.header.timestamp_ms if block is not None else self.node.genesis.genesis_time_ms
+        return BlockEnv(self.node.chain_id, version, ms // 1000)
 
-    def _read(self, to: bytes, method: str, args: tuple[Value, ...], sender: bytes = b"\x00" * 20) -> Value:
+    def _read(self, to: bytes, method: str, args: tuple[Value, ...], sender: bytes = b"\x00" * 20,
+              version: int | None = None) -> Value:
         try:
-            return self.node.vm.call_readonly(self.node.chain.state.get, self._env(), Address(sender), Address(to),
-                                              method, args)
+            return self.node.vm.call_readonly(self._getter(version), self._env(version), Address(sender),
+                                              Address(to), method, args)
         except Revert as err:
             raise RPCError(EXECUTION_REVERTED, "execution reverted", {"reason": err.reason}) from None
 
@@ -315,6 +342,9 @@ class RPCApp:
         with trio.move_on_after(timeout):
             await self.node.waiter(tx_hash).wait()
         receipt = self._receipt(tx_hash)
+        if receipt is None and tx_hash in self.node.dropped:
+            raise RPCError(TX_REJECTED, "transaction dropped from the mempool",
+                           {"txHash": J.hexb(tx_hash), "reason": self.node.dropped[tx_hash]})
         if receipt is None:
             raise RPCError(LIMIT_EXCEEDED, "timed out waiting for commit",
                            {"txHash": J.hexb(tx_hash), "timeoutSeconds": timeout})
@@ -356,27 +386,53 @@ class RPCApp:
     async def get_nonce(self, p: list[Any]) -> int:
         """``qnx_getNonce``: the next nonce the account must use (committed state)."""
         address = J.parse_hex(p[0], "address", 20)
-        self._latest(p[1])
-        return self.node.account_nonce(address)
+        return self.node.vm.account_nonce(self._getter(self._latest(p[1])), address)
 
     async def get_balance(self, p: list[Any]) -> str:
         """``qnx_getBalance``: balance in base units, a decimal string."""
         address, token = J.parse_hex(p[0], "address", 20), J.parse_hex(p[1], "token", 20)
-        self._latest(p[2])
-        return str(self._read(token, "balanceOf", (address,)))
+        return str(self._read(token, "balanceOf", (address,), version=self._latest(p[2])))
 
     async def get_token(self, p: list[Any]) -> dict[str, Any]:
         """``qnx_getToken``: name, symbol, decimals, totalSupply, minter."""
         token = J.parse_hex(p[0], "token", 20)
-        self._latest(p[1])
+        version = self._latest(p[1])
         try:
-            name, symbol, decimals, supply, minter = self._read(token, "info", ())
+            name, symbol, decimals, supply, minter = self._read(token, "info", (), version=version)
         except RPCError as err:
             if err.code == EXECUTION_REVERTED:
                 raise RPCError(NOT_FOUND, "no token at this address", J.hexb(token)) from None
             raise
         return {"address": J.hexb(token), "name": name, "symbol": symbol, "decimals": decimals,
                 "totalSupply": str(supply), "minter": J.hexb(minter) if minter else None}
+
+    async def get_pool(self, p: list[Any]) -> dict[str, Any] | None:
+        """``qnx_getPool``: the AMM pool of two tokens (either order), or null if there is none.
+
+        Looks in the canonical factory (``contracts.amm.CANONICAL_FACTORY``) unless ``factory`` names
+        another. Amounts, accumulators and ``totalSupply`` are decimal strings (base units; the
+        accumulators are UQ112x112 times seconds, mod 2**256); ``blockTimestampLast`` is the block
+        time in seconds mod 2**32 of the pool's last update.
+        """
+        token_a, token_b = J.parse_hex(p[0], "tokenA", 20), J.parse_hex(p[1], "tokenB", 20)
+        if token_a == token_b:
+            raise RPCError(INVALID_PARAMS, "tokenA and tokenB must differ")
+        version = self._latest(p[2])
+        factory = CANONICAL_FACTORY if p[3] is None else J.parse_hex(p[3], "factory", 20)
+        try:
+            pair = self._read(factory, "getPair", (token_a, token_b), version=version)
+        except RPCError as err:
+            if err.code == EXECUTION_REVERTED:  # no factory there: no pool either
+                return None
+            raise
+        if pair == b"\x00" * 20:
+            return None
+        _, token0, token1, reserve0, reserve1, timestamp, supply, price0, price1, k_last = self._read(
+            pair, "info", (), version=version)
+        return {"address": J.hexb(pair), "token0": J.hexb(token0), "token1": J.hexb(token1),
+                "reserve0": str(reserve0), "reserve1": str(reserve1), "totalSupply": str(supply),
+                "price0CumulativeLast": str(price0), "price1CumulativeLast": str(price1),
+                "blockTimestampLast": timestamp, "kLast": str(k_last), "factory": J.hexb(factory)}
 
     def _call_params(self, call: Any) -> tuple[bytes, bytes, str, tuple[Value, ...]]:
         if not isinstance(call, dict):
@@ -392,10 +448,9 @@ class RPCApp:
         return sender, to, method, tuple(J.value_from_json(a) for a in args)
 
     async def call(self, p: list[Any]) -> Any:
-        """``qnx_call``: a read-only contract call on the head state."""
+        """``qnx_call``: a read-only contract call on the state of ``block`` (default: the head)."""
         sender, to, method, args = self._call_params(p[0])
-        self._latest(p[1])
-        return J.value_to_json(self._read(to, method, args, sender))
+        return J.value_to_json(self._read(to, method, args, sender, self._latest(p[1])))
 
     async def estimate_gas(self, p: list[Any]) -> int:
         """``qnx_estimateGas``: gas the call would use as a transaction now (ML-DSA-44 sized)."""
@@ -412,6 +467,18 @@ class RPCApp:
         if receipt.status != 1:
             raise RPCError(EXECUTION_REVERTED, "execution reverted", {"reason": receipt.revert_reason})
         return receipt.gas_used
+
+    async def get_proof(self, p: list[Any]) -> dict[str, Any]:
+        """``qnx_getProof``: the account's nonce and code and the given storage slots, with Merkle proofs
+        against the state root of ``block`` (default: the head), that block's header and its commit
+        certificate (``proof_result``)."""
+        address = J.parse_hex(p[0], "address", 20)
+        if not isinstance(p[1], list):
+            raise RPCError(INVALID_PARAMS, "storageKeys must be an array of 0x-hex slots")
+        if len(p[1]) > MAX_PROOF_KEYS:
+            raise RPCError(LIMIT_EXCEEDED, "too many storage keys", {"limit": MAX_PROOF_KEYS, "size": len(p[1])})
+        slots = [J.parse_hex(k, f"storageKeys[{i}]") for i, k in enumerate(p[1])]
+        return proof_result(self.node.chain, address, slots, self._latest(p[2]))
 
     async def get_evidence(self, p: list[Any]) -> list[dict[str, Any]]:
         """``qnx_getEvidence``: equivocations seen (two signed, conflicting messages of one validator)."""
@@ -436,6 +503,47 @@ class RPCApp:
                 for name, (names, req, handler) in sorted(self.methods.items())
             ],
         }
+
+
+MAX_PROOF_KEYS = 256
+"""Most storage keys one ``qnx_getProof`` request may ask for."""
+
+
+def proof_result(chain: ChainStore, address: bytes, slots: list[bytes], height: int) -> dict[str, Any]:
+    """The result of ``qnx_getProof(address, slots, height)``: proven state entries and their evidence.
+
+    An account maps to state keys as the VM lays them out (``contracts.vm``): its nonce is
+    ``0x01 || address``, its code id ``0x02 || address``, storage slot ``s`` of a contract
+    ``0x03 || address || s``. Each entry is ``{key, value, proof}``: the state key, the raw stored value
+    (a canonical encoding) or null when absent, and the canonical ``StateProof`` (``state.proof``)
+    against ``stateRoot``; storage entries add their ``slot``. ``headerRaw`` and ``certificateRaw`` are
+    the canonical encodings of the block header holding that root and of its commit certificate (the
+    JSON ``header`` and ``commitCertificate`` repeat them for reading): a client checks the
+    certificate against the validator set, hashes ``headerRaw`` and verifies each proof against its
+    ``state_root`` (``node.rpc.client.verify_proof_result``).
+
+    Raises ``RPCError`` -32001 for height 0 (the genesis has no certificate) or a height without a
+    certified block; ``height`` must be a readable state version (``RPCApp._latest``).
+    """
+    if height == 0:
+        raise RPCError(NOT_FOUND, "the genesis state (height 0) has no commit certificate: ask for height 1 or more")
+    block, cert = chain.block(height), chain.certificate(height)
+    if block is None or cert is None:
+        raise RPCError(NOT_FOUND, f"no certified block at height {height}")
+
+    def entry(key: bytes) -> dict[str, Any]:
+        value, proof = chain.state.prove(key, height)
+        return {"key": J.hexb(key), "value": None if value is None else J.hexb(value),
+                "proof": J.hexb(proof.encode())}
+
+    return {
+        "address": J.hexb(address), "height": height, "blockHash": J.hexb(block.hash),
+        "stateRoot": J.hexb(block.header.state_root),
+        "nonce": entry(nonce_key(address)), "code": entry(code_key(address)),
+        "storage": [{"slot": J.hexb(slot), **entry(storage_key(address, slot))} for slot in slots],
+        "header": J.header_json(block.header), "headerRaw": J.hexb(block.header.encode()),
+        "commitCertificate": J.certificate_json(cert), "certificateRaw": J.hexb(cert.encode()),
+    }
 
 
 def _error(rid: Any, err: RPCError) -> dict[str, Any]:
