@@ -1,8 +1,10 @@
-"""Shared fixtures: a single-validator node running in-process with its real RPC server."""
+"""Shared fixtures: a single-validator node running in-process with its real RPC server; and
+``poll_until``, the one polled-deadline wait of the suite."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -13,9 +15,46 @@ from crypto.keys import KeyPair
 from crypto.signatures import ED25519
 from node.config import ConsensusSection, NodeConfig, P2PSection, RPCSection
 from node.node import Node
+from node.rpc.client import AsyncClient
 from node.setup import NodeKeys, validator_entry
 from state.kv import MemoryStore
 from state.types import Genesis
+
+
+async def poll_until(
+    check: Callable[[], bool | Awaitable[bool]], *, what: str, timeout: float = 60.0, interval: float = 0.1,
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Call ``check`` (sync or async) every ``interval`` seconds until it is true; fail the test
+    naming ``what`` after ``timeout`` seconds. Exceptions of the ``tolerate`` types count as false
+    (a process still starting refuses connections).
+
+    For conditions that nothing signals: other processes, sockets, several nodes' state (STYLE.md
+    allows polling with a deadline there). Inside one process, wait on an event instead.
+    """
+    try:
+        with trio.fail_after(timeout):
+            while True:
+                try:
+                    result = check()
+                    if inspect.isawaitable(result):
+                        result = await result
+                    if result:
+                        return
+                except tolerate:
+                    pass
+                await trio.sleep(interval)
+    except trio.TooSlowError:
+        pytest.fail(f"timed out after {timeout} s waiting until {what}")
+
+
+STARTING = (httpx.TransportError,)
+"""What a node's RPC raises while its process is still starting (for ``poll_until(tolerate=...)``)."""
+
+
+async def height_at_least(client: AsyncClient, target: int) -> bool:
+    """Whether the node behind ``client`` has committed height ``target``."""
+    return bool((await client.call("qnx_status"))["height"] >= target)
 
 
 @dataclass

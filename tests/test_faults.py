@@ -21,6 +21,7 @@ from devnet.workload import Wallets, submit_all
 from node.config import ConsensusSection
 from node.rpc.client import deploy_token_call, sign_transaction, transfer_call
 from state.types import Call
+from tests.conftest import STARTING, height_at_least, poll_until
 from tests.test_devnet import free_block
 
 pytestmark = pytest.mark.slow
@@ -63,15 +64,8 @@ async def test_kill_primary_then_the_next_primary(tmp_path: Path) -> None:
 
         running[0] = await start_node(layout.nodes[0])  # restart: catch up from certified blocks
         target = status["height"]
-        with trio.fail_after(60):
-            while True:
-                try:
-                    st = await wallets.clients[0].call("qnx_status")
-                    if st["height"] >= target:
-                        break
-                except Exception:  # still starting
-                    pass
-                await trio.sleep(0.2)
+        await poll_until(lambda: height_at_least(wallets.clients[0], target), what=f"node-0 catches up to {target}",
+                         tolerate=STARTING)
         # now the next primary dies too (validator 1, primary of view 1): view 2 takes over, with
         # the restarted validator 0 taking part
         assert status["view"] == 1
@@ -90,14 +84,8 @@ async def test_kill_primary_then_the_next_primary(tmp_path: Path) -> None:
             await others.aclose()
         running[1] = await start_node(layout.nodes[1])
         target = final["height"]
-        with trio.fail_after(60):
-            while True:
-                try:
-                    if (await wallets.clients[1].call("qnx_status"))["height"] >= target:
-                        break
-                except Exception:  # still starting
-                    pass
-                await trio.sleep(0.2)
+        await poll_until(lambda: height_at_least(wallets.clients[1], target), what=f"node-1 catches up to {target}",
+                         tolerate=STARTING)
         roots = set()
         for client in wallets.clients:
             block = await client.call("qnx_getBlockByNumber", target, False)
@@ -131,9 +119,8 @@ async def test_kill_backup_tear_its_log_and_restart(tmp_path: Path) -> None:
         for node in layout.nodes:
             running.append(await start_node(node))
         await wait_ready(Progress(layout, wallets, running), timeout=60)
-        with trio.fail_after(30):  # let empty blocks pile up
-            while (await wallets.clients[2].call("qnx_status"))["height"] < 15:
-                await trio.sleep(0.1)
+        await poll_until(lambda: height_at_least(wallets.clients[2], 15), what="15 empty blocks pile up",
+                         timeout=30)
         running[2].process.kill()
         await running[2].process.wait()
         data = Path(layout.nodes[2].home) / "data"
@@ -142,17 +129,15 @@ async def test_kill_backup_tear_its_log_and_restart(tmp_path: Path) -> None:
         with open(log, "r+b") as f:
             f.truncate(max(0, size - 1500))
         running[2] = await start_node(layout.nodes[2])
-        with trio.fail_after(60):
-            while True:
-                try:
-                    mine = (await wallets.clients[2].call("qnx_status"))["height"]
-                    theirs = (await wallets.clients[0].call("qnx_status"))["height"]
-                    if mine >= 20 and mine >= theirs - 1:
-                        break
-                except Exception:  # still starting
-                    pass
-                await trio.sleep(0.2)
-        h = min(mine, theirs)
+        heights: list[int] = []
+
+        async def caught_up() -> bool:
+            heights[:] = [(await wallets.clients[k].call("qnx_status"))["height"] for k in (2, 0)]
+            mine, theirs = heights
+            return bool(mine >= 20 and mine >= theirs - 1)
+
+        await poll_until(caught_up, what="node-2 reopens and catches up", tolerate=STARTING)
+        h = min(heights)
         blocks = {(await c.call("qnx_getBlockByNumber", h, False))["header"]["stateRoot"] for c in wallets.clients}
         assert len(blocks) == 1
     finally:
@@ -189,9 +174,7 @@ async def test_cut_off_a_backup_and_the_primary_then_heal(tmp_path: Path, nurser
         return int((await wallets.clients[k].call("qnx_status"))["height"])
 
     async def wait_height(k: int, target: int) -> None:
-        with trio.fail_after(60):
-            while await height(k) < target:
-                await trio.sleep(0.2)
+        await poll_until(lambda: height_at_least(wallets.clients[k], target), what=f"node-{k} reaches {target}")
 
     try:
         for node in layout.nodes:
@@ -232,9 +215,10 @@ async def test_cut_off_a_backup_and_the_primary_then_heal(tmp_path: Path, nurser
         seen = {(await c.call("qnx_getBlockByNumber", h, False))["hash"] for c in wallets.clients}
         assert len(seen) == 1
         # the healed old primary takes part in the new view (it installs it from the NEW-VIEW)
-        with trio.fail_after(30):
-            while (await wallets.clients[0].call("qnx_status"))["view"] < status["view"]:
-                await trio.sleep(0.2)
+        async def in_new_view() -> bool:
+            return bool((await wallets.clients[0].call("qnx_status"))["view"] >= status["view"])
+
+        await poll_until(in_new_view, what=f"node-0 installs view {status['view']}", timeout=30)
         await wait_height(0, h + 3)
     finally:
         with trio.CancelScope(shield=True):

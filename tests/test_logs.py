@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import trio
 
 from devnet.layout import generate
 from devnet.processes import start_node, stop_node
 from node.config import LogSection, load_config
 from node.exceptions import ConfigError
 from node.logs import LogfmtFormatter, apply_levels, configure, parse_modules
+from tests.conftest import STARTING, poll_until
 from tests.test_devnet import free_block
 
 
@@ -94,29 +94,25 @@ async def test_sighup_changes_levels_of_a_running_node(tmp_path: Path) -> None:
     running = await start_node(node)
     try:
         async with httpx.AsyncClient() as http:
-            with trio.fail_after(30):  # up: its signal handlers are installed
-                while True:
-                    try:
-                        if (await http.get(node.rpc_url.rstrip("/") + "/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.2)
+            async def healthy() -> bool:
+                return (await http.get(node.rpc_url.rstrip("/") + "/health")).status_code == 200
+
+            await poll_until(healthy, what="the node is up (signal handlers installed)", timeout=30,
+                             tolerate=STARTING)
+
+        def logged(text: str) -> Callable[[], bool]:
+            return lambda: text in log.read_text()
+
         running.process.send_signal(signal.SIGHUP)
-        with trio.fail_after(30):  # the one validator commits empty blocks, logged at INFO only
-            while "SIGHUP" not in log.read_text():
-                await trio.sleep(0.2)
+        # the one validator commits empty blocks, logged at INFO only
+        await poll_until(logged("SIGHUP"), what="the node logs the reload", timeout=30)
         assert "committed block" not in log.read_text()
         config.write_text(config.read_text().replace('level = "WARNING"', 'level = "INFO"'))
         running.process.send_signal(signal.SIGHUP)
-        with trio.fail_after(30):
-            while "committed block" not in log.read_text():
-                await trio.sleep(0.2)
+        await poll_until(logged("committed block"), what="INFO lines appear", timeout=30)
         config.write_text(config.read_text().replace('format = "kv"', 'format = "yaml"'))
         running.process.send_signal(signal.SIGHUP)
-        with trio.fail_after(30):
-            while "log levels unchanged" not in log.read_text():
-                await trio.sleep(0.2)
+        await poll_until(logged("log levels unchanged"), what="the bad file is reported", timeout=30)
         assert running.process.poll() is None  # a bad file is reported, the node runs on
     finally:
         await stop_node(running)

@@ -13,6 +13,7 @@ from devnet.processes import Running, start_node, stop_node
 from devnet.workload import Wallets, submit_all
 from node.config import ConsensusSection, load_config
 from node.rpc.client import deploy_token_call, sign_transaction
+from tests.conftest import STARTING, poll_until
 from tests.test_devnet import free_block
 
 pytestmark = pytest.mark.slow
@@ -35,19 +36,20 @@ async def test_an_observer_follows_the_chain_and_never_votes(tmp_path: Path) -> 
             running.append(await start_node(node))
         owner = KeyPair.generate()
         deploy = sign_transaction(owner, layout.chain_id, 0, [deploy_token_call("O", "O", 0, owner.address)], 200_000)
-        with trio.fail_after(90):
-            while True:
-                try:
-                    if (await watch.clients[0].call("qnx_status"))["peers"] == 4:
-                        break
-                except Exception:  # still starting
-                    pass
-                await trio.sleep(0.2)
-            result = await submit_all(wallets, [deploy])
-            assert not result.failures, result.failures
-            while (receipt := await watch.clients[0].call("qnx_getTransactionReceipt",
-                                                          "0x" + deploy.hash.hex())) is None:
-                await trio.sleep(0.1)
+        async def connected() -> bool:
+            return bool((await watch.clients[0].call("qnx_status"))["peers"] == 4)
+
+        await poll_until(connected, what="the observer connects to the 4 validators", timeout=90, tolerate=STARTING)
+        result = await submit_all(wallets, [deploy])
+        assert not result.failures, result.failures
+        receipts: list[dict] = []
+
+        async def observed() -> bool:
+            receipts.append(await watch.clients[0].call("qnx_getTransactionReceipt", "0x" + deploy.hash.hex()))
+            return receipts[-1] is not None
+
+        await poll_until(observed, what="the observer has the deploy's receipt")
+        receipt = receipts[-1]
         assert receipt["status"] == "success"
         status = await watch.clients[0].call("qnx_status")
         assert status["validatorIndex"] is None and status["validators"] == 4

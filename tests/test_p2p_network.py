@@ -27,6 +27,7 @@ from p2p.framing import FrameDecoder, encode_frame
 from p2p.handshake import Handshake, Role
 from p2p.network import PeerNetwork, backoff_delay
 from p2p.session import SecureSession
+from tests.conftest import poll_until
 
 CHAIN = "qenex-test"
 GENESIS = bytes(range(32))
@@ -117,12 +118,7 @@ async def wait_until(predicate: Callable[[], bool], what: str) -> None:
     Polling, not a ``trio.Event``: the conditions span several networks, kernel sockets and log
     records, which signal nothing we could wait on; STYLE.md allows polling with a deadline.
     """
-    try:
-        with trio.fail_after(DEADLINE):
-            while not predicate():  # noqa: ASYNC110 (see the docstring)
-                await trio.sleep(0.005)
-    except trio.TooSlowError:
-        pytest.fail(f"timed out waiting until {what}")
+    await poll_until(predicate, what=what, timeout=DEADLINE, interval=0.005)
 
 
 async def wait_fully_connected(nodes: Iterable[Node]) -> None:

@@ -314,12 +314,27 @@ async def test_metrics_follow_commits_and_rejections(live_node: LiveNode) -> Non
     assert after["qenex_mempool_transactions"] == 0.0
 
 
-async def test_a_waiting_client_hears_that_its_transaction_was_replaced(live_node: LiveNode) -> None:
+async def test_a_waiting_client_hears_that_its_transaction_was_replaced(
+    live_node: LiveNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import trio
 
+    node = live_node.node
+    waiting = trio.Event()  # set once the server waits on the held transaction (no polling)
+    original = node.waiter
+    watched: set[bytes] = set()
+
+    def waiter(tx_hash: bytes) -> trio.Event:
+        event = original(tx_hash)
+        if tx_hash in watched:
+            waiting.set()
+        return event
+
+    monkeypatch.setattr(node, "waiter", waiter)
     owner, token = await setup_token(live_node)
     held = sign_transaction(owner, CHAIN, 5, [transfer_call(token, owner.address, 1)])  # nonce 2 is next: held back
     other = sign_transaction(owner, CHAIN, 5, [transfer_call(token, owner.address, 2)])
+    watched.add(held.hash)
     answers: list[dict] = []
 
     async def wait_for_held() -> None:
@@ -328,8 +343,8 @@ async def test_a_waiting_client_hears_that_its_transaction_was_replaced(live_nod
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait_for_held)
         with trio.fail_after(10):
-            while held.hash not in live_node.node.mempool:
-                await trio.sleep(0.01)
+            await waiting.wait()
+        assert held.hash in node.mempool
         assert await result(live_node, "qnx_sendRawTransaction", raw(other)) == "0x" + other.hash.hex()
     assert answers[0]["code"] == -32003 and "replaced" in answers[0]["data"]["reason"]
     assert held.hash not in live_node.node.mempool and other.hash in live_node.node.mempool
