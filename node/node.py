@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -71,6 +72,8 @@ REGOSSIP_AFTER = 3.0
 """Seconds a transaction stays pending before it is offered to the peers again."""
 REGOSSIP_BATCH = 500
 """Most transactions re-offered per status tick."""
+R = TypeVar("R", bound=Struct)
+"""A consensus record type (``_load_record``)."""
 MAX_DROPPED = 10_000
 """How many dropped transactions' reasons are remembered (for waiting clients)."""
 
@@ -147,9 +150,9 @@ class Node:
             signer=(lambda m: validator_key.sign(Context.CONSENSUS, m)) if self.index is not None else None,
             verifier=self._verifier, height=head.height, head_hash=head.block_hash,
             votes=self._load_votes(), head_certificate=self.chain.certificate(head.height),
-            prepared=self._load_prepared(), genesis_hash=genesis.hash,
+            prepared=self._load_record(b"prepared", PreparedCertificate), genesis_hash=genesis.hash,
             checkpoint_interval=genesis.param("checkpointInterval", pbft.DEFAULT_CHECKPOINT_INTERVAL),
-            stable_checkpoint=self._load_checkpoint(),
+            stable_checkpoint=self._load_record(b"checkpoint", StableCheckpoint),
         )
         self._executed: dict[Hash32, _Executed] = {}
         self._waiters: dict[Hash32, trio.Event] = {}
@@ -181,23 +184,15 @@ class Node:
                 votes[(kind, view, seq)] = Hash32(value)
         return votes
 
-    def _load_checkpoint(self) -> StableCheckpoint | None:
-        raw = self.chain.get_record(b"checkpoint")
+    def _load_record(self, name: bytes, cls: type[R]) -> R | None:
+        """The consensus record ``name`` decoded as ``cls``, or None. Raises ``StoreCorrupted``."""
+        raw = self.chain.get_record(name)
         if raw is None:
             return None
         try:
-            return StableCheckpoint.decode(raw)
+            return cls.decode(raw)
         except DecodeError as err:
-            raise StoreCorrupted(f"unreadable stable-checkpoint record: {err}") from err
-
-    def _load_prepared(self) -> PreparedCertificate | None:
-        raw = self.chain.get_record(b"prepared")
-        if raw is None:
-            return None
-        try:
-            return PreparedCertificate.decode(raw)
-        except DecodeError as err:
-            raise StoreCorrupted(f"unreadable prepared-certificate record: {err}") from err
+            raise StoreCorrupted(f"unreadable {name.decode()} record: {err}") from err
 
     def _persist_vote(self, a: pbft.PersistVote) -> None:
         if a.block is not None:  # a pre-prepare: keep the block, so a restart proposes the same one
@@ -405,7 +400,8 @@ class Node:
         if done is None:
             self.validate_block(block, check_clock=False)
             done = self._executed.pop(block.hash)
-        self.chain.commit(block, certificate, done.receipts, done.updates, extra=self._cleanup_ops(block.height))
+        size = self.chain.commit(block, certificate, done.receipts, done.updates,
+                                 extra=self._cleanup_ops(block.height))
         self._executed.clear()
         self.mempool.remove(block.transactions)
         self.mempool.prune(self.account_nonce, [tx.body.sender for tx in block.transactions])
@@ -415,7 +411,7 @@ class Node:
                 event.set()
         self.last_commit_time = self.last_progress = trio.current_time()
         self.timeouts = 0
-        self.metrics.on_commit(len(block.transactions), len(block.encode()),
+        self.metrics.on_commit(len(block.transactions), size,
                                (self.clock_ms() - block.header.timestamp_ms) / 1000)
         self.commit_event.set()
         self.commit_event = trio.Event()

@@ -142,8 +142,8 @@ class ChainStore:
         receipts: Sequence[Receipt],
         state_updates: Mapping[bytes, bytes | None],
         extra: Iterable[WriteOp] = (),
-    ) -> None:
-        """Commit ``block`` on top of the head in one synced batch.
+    ) -> int:
+        """Commit ``block`` on top of the head in one synced batch; returns the block's encoded size, bytes.
 
         ``state_updates`` are the block's state writes (their root must be the header's
         ``state_root``); ``extra`` are further writes of the same batch (consensus records).
@@ -157,7 +157,8 @@ class ChainStore:
         if root != header.state_root:
             raise StoreCorrupted(f"block {header.height}: state root {root.hex()} != header")
         h = _h(header.height)
-        ops.append((b"b/" + h, block.encode()))
+        encoded = block.encode()
+        ops.append((b"b/" + h, encoded))
         ops.append((b"c/" + h, certificate.encode()))
         ops.append((b"h/" + block.hash, h))
         for i, (tx, receipt) in enumerate(zip(block.transactions, receipts, strict=True)):
@@ -169,6 +170,7 @@ class ChainStore:
         self.kv.write(ops, sync=True)
         self.state.applied(root)
         self._head = new_head
+        return len(encoded)
 
     def block(self, height: int) -> Block | None:
         """The committed block at ``height`` (1..head), or None."""
