@@ -1,17 +1,30 @@
-"""``qenex-devnet bench``: sustained load of pre-signed transfers against a fresh devnet.
+"""``qenex-devnet bench``: open-loop load of pre-signed token transfers against a fresh devnet.
 
-Each of ``--workers`` funded accounts sends its own pre-signed transfers one after another
-(``qnx_sendRawTransactionAndWait``), round-robin over every validator's endpoint, for
-``--duration`` seconds. Printed: finalized tx/s, finality latency p50/p99, blocks and
-transactions per block, per-validator CPU and resident memory (from /proc), and the ceiling set by
-signature verification measured in the same run (2 cores / (validators x verify time)).
+The load generator works like tm-load-test or Hyperledger Caliper's fixed-rate controller: it
+offers ``--rate`` transfers per second for ``--duration`` seconds whatever the network does, so the
+figures measure the nodes, not the patience of a closed loop of waiting clients.
+
+* ``--senders`` funded accounts each own a fixed validator endpoint (sender ``s`` talks to node
+  ``s mod n``, as a wallet keeps its node) and send their transfers in nonce order.
+* Transfers are pre-signed (ML-DSA-44) before the clock starts, in worker processes.
+* Every ``batch / rate`` seconds one JSON-RPC batch of ``--batch`` ``qnx_sendRawTransaction``
+  calls goes to the next endpoint, round-robin (JSON-RPC 2.0 §6 batches, as exchanges submit).
+  Sends run concurrently, so a slow answer never delays the schedule; if the generator itself
+  falls behind, the offered rate printed says so.
+* A tracker follows the chain on one endpoint (new heights every 20 ms, the hashes of each block's
+  transactions) and stamps each transfer with the moment its block was seen: finality latency =
+  seen − sent. After the load a drain of up to ``--drain`` seconds waits for the rest; whatever was
+  admitted and never committed is reported as lost.
+
+Printed: offered and finalized tx/s, finality latency p50/p99/max, blocks and transactions per
+block, per-validator CPU share and peak resident memory (from /proc), and the ceiling set by
+signature verification measured in the same run (cores / (validators × verify time)).
 
 With ``--kill-primary-after S`` the primary of the current view is killed (SIGKILL) S seconds into
-the load, which goes on against the survivors (a sender whose node died resends its transaction to
-another one: submission is idempotent). Then also printed: the stall (from the kill to the first
-block the survivors commit, which includes the view-change timeout), the view installed, and the
-finality latency of the transactions committed before the kill, of those in flight across it, and
-of those submitted after the first post-crash commit.
+the load; batches for the dead endpoint go to the next live one (submission is idempotent). Then
+also printed: the stall (from the kill to the first block the survivors commit, which includes the
+view-change timeout), the view installed, and the finality latency of the transfers committed before
+the kill, of those in flight across it, and of those sent after the first post-crash commit.
 """
 
 from __future__ import annotations
@@ -19,9 +32,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
 from rich.console import Console
 
@@ -31,7 +47,7 @@ from devnet.layout import generate
 from devnet.processes import Running, start_node, stop_node
 from devnet.workload import FUNDING, SUPPLY, Stats, Wallets, submit_all
 from node.rpc.client import deploy_token_call, sign_transaction, transfer_call
-from state.types import Call, Transaction
+from state.types import Call
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -45,11 +61,11 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def _rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` in MiB (Linux /proc)."""
+def _rss_mib(pid: int, field_name: str = "VmRSS") -> float:
+    """Resident memory of ``pid`` in MiB (Linux /proc; ``VmHWM`` gives the peak)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field_name + ":"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError):
         pass
@@ -67,12 +83,75 @@ def verify_cost_seconds(samples: int = 2000) -> float:
     return (time.perf_counter() - t0) / samples
 
 
+def _sign_range(job: tuple[int, bytes, str, bytes, bytes, int]) -> list[tuple[bytes, bytes]]:
+    """Worker-process body: ``count`` transfers of 1 base unit from one sender, nonces 0..count-1.
+
+    ``job`` = (scheme tag, private key seed, chain id, token, recipient, count); returns
+    (tx hash, encoded transaction) pairs in nonce order.
+    """
+    tag, private, chain, token, sink, count = job
+    key = KeyPair.from_private(tag, private)
+    out = []
+    for nonce in range(count):
+        tx = sign_transaction(key, chain, nonce, [transfer_call(token, sink, 1)])
+        out.append((tx.hash, tx.encode()))
+    return out
+
+
+def presign(senders: list[KeyPair], chain: str, token: bytes, sink: bytes, per_sender: int,
+            processes: int) -> list[list[tuple[bytes, bytes]]]:
+    """Sign ``per_sender`` transfers for every sender on ``processes`` cores; one list per sender."""
+    jobs = [(k.scheme_tag, k.private_key, chain, token, sink, per_sender) for k in senders]
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        return list(pool.map(_sign_range, jobs, chunksize=max(1, len(jobs) // (4 * processes))))
+
+
+def schedule(signed: list[list[tuple[bytes, bytes]]], endpoints: int, batch: int) -> list[tuple[int, list]]:
+    """Cut the pre-signed transfers into (endpoint, batch) pairs in sending order.
+
+    Sender ``s`` always uses endpoint ``s mod endpoints``. Within one endpoint, transfers go out
+    round by round (every sender's nonce 0, then every sender's nonce 1, ...), so each sender's
+    nonces arrive in order; batches of the endpoints are interleaved round-robin.
+    """
+    queues: list[list[tuple[bytes, bytes]]] = [[] for _ in range(endpoints)]
+    rounds = max((len(s) for s in signed), default=0)
+    for r in range(rounds):
+        for s, txs in enumerate(signed):
+            if r < len(txs):
+                queues[s % endpoints].append(txs[r])
+    cut = [[q[i:i + batch] for i in range(0, len(q), batch)] for q in queues]
+    out: list[tuple[int, list]] = []
+    for i in range(max((len(c) for c in cut), default=0)):
+        for e in range(endpoints):
+            if i < len(cut[e]):
+                out.append((e, cut[e][i]))
+    return out
+
+
+@dataclass
+class Ledger:
+    """Per-transfer bookkeeping (perf_counter seconds): when it was sent, admitted, seen committed."""
+
+    sent: dict[bytes, float] = field(default_factory=dict)
+    admitted: set[bytes] = field(default_factory=set)
+    committed: dict[bytes, float] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    resent: int = 0
+    blocks: int = 0
+
+    def latencies(self) -> list[float]:
+        """Finality latency of every committed transfer this run sent, seconds."""
+        return [self.committed[h] - self.sent[h] for h in self.committed if h in self.sent]
+
+
 async def run_bench(args: argparse.Namespace, console: Console) -> int:
-    """Run the benchmark described in the module docstring; 0 when no transaction failed."""
+    """Run the benchmark described in the module docstring; 0 when no transfer was lost or rejected."""
     layout = generate(Path(args.home), validators=args.validators, base_rpc_port=args.base_rpc_port,
                       base_p2p_port=args.base_p2p_port)
-    console.print(f"bench: fresh {len(layout.nodes)}-validator devnet in {args.home}/, {args.workers} senders, "
-                  f"{args.duration:.0f} s of load")
+    total = int(args.rate * args.duration)
+    console.print(f"bench: fresh {len(layout.nodes)}-validator devnet in {args.home}/, open loop "
+                  f"{args.rate:.0f} tx/s for {args.duration:.0f} s ({total} transfers from {args.senders} senders, "
+                  f"batches of {args.batch})")
     running: list[Running] = []
     wallets = Wallets([n.rpc_url for n in layout.nodes])
     try:
@@ -80,104 +159,165 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
             running.append(await start_node(node))
         from devnet.cli import Progress, wait_ready
 
-        progress = Progress(layout, wallets, running)
-        await wait_ready(progress, timeout=90)
+        await wait_ready(Progress(layout, wallets, running), timeout=90)
         chain = layout.chain_id
         minter, treasury = KeyPair.generate(), KeyPair.generate()
-        workers = [KeyPair.generate() for _ in range(args.workers)]
+        senders = [KeyPair.generate() for _ in range(args.senders)]
         deploy = sign_transaction(minter, chain, 0, [deploy_token_call("Bench", "BNC", 6, minter.address)], 200_000)
         await submit_all(wallets, [deploy])
         receipt = await wallets.clients[0].call("qnx_getTransactionReceipt", "0x" + deploy.hash.hex())
         token = bytes.fromhex(receipt["output"][0][2:])
         await submit_all(wallets, [sign_transaction(minter, chain, 1, [Call(token, "mint",  # type: ignore[arg-type]
                                                                             (treasury.address, SUPPLY))])])
-        funding = await submit_all(wallets, [sign_transaction(treasury, chain, i, [transfer_call(token, w.address,
+        funding = await submit_all(wallets, [sign_transaction(treasury, chain, i, [transfer_call(token, s.address,
                                                                                                  FUNDING)])
-                                             for i, w in enumerate(workers)])
+                                             for i, s in enumerate(senders)])
         if funding.failures:
             console.print(f"[red]funding failed: {funding.failures[:3]}")
             return 1
-        per_worker = max(5, int(args.duration * 4))
-        console.print(f"pre-signing {per_worker * len(workers)} ML-DSA-44 transfers ...")
-        sink = KeyPair.generate().address
-        signed: list[list[Transaction]] = [
-            [sign_transaction(w, chain, n, [transfer_call(token, sink, 1)]) for n in range(per_worker)] for w in workers
-        ]
-        start_status = await wallets.clients[0].call("qnx_status")
+        per_sender = -(-total // len(senders))
+        t_sign = time.perf_counter()
+        signed = await trio.to_thread.run_sync(presign, senders, chain, token, KeyPair.generate().address,
+                                               per_sender, os.cpu_count() or 1)
+        console.print(f"pre-signed {per_sender * len(senders)} ML-DSA-44 transfers in "
+                      f"{time.perf_counter() - t_sign:.1f} s")
+        plan = schedule(signed, len(layout.nodes), args.batch)
+        ledger = Ledger()
+        start_height = (await wallets.clients[0].call("qnx_status"))["height"]
         cpu0 = {r.node.name: _cpu_seconds(r.process.pid) for r in running}
-        stats = Stats(started=time.perf_counter())
-        deadline = stats.started + args.duration
-        exhausted = 0
-        submitted: list[float] = []  # submission time of each committed transfer, beside stats.latencies
         dead: set[int] = set()
         crash = _Crash()
+        started = time.perf_counter()
+        interval = args.batch / args.rate
+        load_done = trio.Event()
+        finished = 0.0
+        send_slots = trio.CapacityLimiter(args.max_in_flight)
+        in_flight = 0
 
-        async def worker(txs: list[Transaction], index: int) -> None:
-            nonlocal exhausted
-            node = index % len(wallets.clients)
-            for tx in txs:
-                if time.perf_counter() >= deadline:
-                    return
-                t0 = time.perf_counter()
+        async def send(endpoint: int, txs: list[tuple[bytes, bytes]]) -> None:
+            payload = [{"jsonrpc": "2.0", "id": i, "method": "qnx_sendRawTransaction", "params": ["0x" + raw.hex()]}
+                       for i, (_, raw) in enumerate(txs)]
+            nonlocal in_flight
+            in_flight += 1
+            try:
+                await _deliver(endpoint, txs, payload)
+            finally:
+                in_flight -= 1
+
+        async def _deliver(endpoint: int, txs: list[tuple[bytes, bytes]], payload: list[dict[str, Any]]) -> None:
+            async with send_slots:
                 for _attempt in range(len(wallets.clients)):
+                    if endpoint in dead:
+                        endpoint = (endpoint + 1) % len(wallets.clients)
+                        continue
+                    now = time.perf_counter()
+                    for h, _ in txs:
+                        ledger.sent.setdefault(h, now)
                     try:
-                        r = await wallets.clients[node].send_transaction(tx, wait=True, timeout=60)
+                        answers = await wallets.clients[endpoint].batch(payload)
                         break
-                    except Exception as err:
-                        if node not in dead:
-                            stats.failures.append(f"{type(err).__name__}: {err}")
-                            return
-                        stats.retries += 1
-                        node = (node + 1) % len(wallets.clients)  # its node died: resend elsewhere
+                    except httpx.TransportError:
+                        if endpoint not in dead:
+                            raise
+                        ledger.resent += len(txs)
+                        endpoint = (endpoint + 1) % len(wallets.clients)
                 else:
-                    stats.failures.append("no live node took the transaction")
+                    ledger.rejected["no live endpoint"] = ledger.rejected.get("no live endpoint", 0) + len(txs)
                     return
-                stats.latencies.append(time.perf_counter() - t0)
-                submitted.append(t0)
-                if r.get("status") != "success":
-                    stats.failures.append(f"reverted: {r.get('revertReason')}")
-            exhausted += 1
+            for answer in answers:
+                h = txs[answer["id"]][0]
+                if "error" in answer:
+                    reason = str(answer["error"].get("data") or answer["error"].get("message"))[:60]
+                    ledger.rejected[reason] = ledger.rejected.get(reason, 0) + 1
+                else:
+                    ledger.admitted.add(h)
+
+        async def pace(nursery: trio.Nursery) -> None:
+            nonlocal finished
+            for k, (endpoint, txs) in enumerate(plan):
+                delay = started + k * interval - time.perf_counter()
+                if delay > 0:
+                    await trio.sleep(delay)  # relative sleep: trio's clock has its own offset
+                nursery.start_soon(send, endpoint, txs)
+            finished = time.perf_counter()
+            load_done.set()
+
+        async def track() -> None:
+            height = start_height
+            while True:
+                alive = next(i for i in range(len(wallets.clients)) if i not in dead)
+                client = wallets.clients[alive]
+                try:
+                    top = (await client.call("qnx_status"))["height"]
+                    while height < top:
+                        block = await client.call("qnx_getBlockByNumber", height + 1, False)
+                        seen = time.perf_counter()
+                        for h in block["transactions"]:
+                            ledger.committed.setdefault(bytes.fromhex(h[2:]), seen)
+                        height += 1
+                        ledger.blocks += 1
+                except httpx.TransportError:
+                    pass  # that endpoint died under us: the next round picks a live one
+                if load_done.is_set() and not in_flight and ledger.admitted <= ledger.committed.keys():
+                    return
+                await trio.sleep(0.02)
 
         async with trio.open_nursery() as nursery:
-            for i, txs in enumerate(signed):
-                nursery.start_soon(worker, txs, i)
+            nursery.start_soon(pace, nursery)
             if args.kill_primary_after is not None:
-                nursery.start_soon(_kill_primary, args.kill_primary_after, stats.started, wallets, running, dead,
-                                   crash)
-        stats.finished = time.perf_counter()
-        cpu = {r.node.name: (_cpu_seconds(r.process.pid) - cpu0[r.node.name]) / stats.elapsed for r in running}
-        rss = {r.node.name: _rss_mib(r.process.pid) for r in running}
-        alive = next(i for i in range(len(wallets.clients)) if i not in dead)
-        end_status = await wallets.clients[alive].call("qnx_status")
-        blocks = end_status["height"] - start_status["height"]
+                nursery.start_soon(_kill_primary, args.kill_primary_after, started, wallets, running, dead, crash)
+            with trio.move_on_after(args.duration + args.drain):
+                await track()
+            nursery.cancel_scope.cancel()
+        load_elapsed = max(finished - started, 1e-9)
+        cpu = {r.node.name: (_cpu_seconds(r.process.pid) - cpu0[r.node.name]) / load_elapsed for r in running}
+        peak = {r.node.name: _rss_mib(r.process.pid, "VmHWM") for r in running}
+        committed = [h for h in ledger.committed if h in ledger.sent]
+        last_commit = max((ledger.committed[h] for h in committed), default=started)
+        lost = len(ledger.admitted - ledger.committed.keys())
+        stats = Stats(latencies=ledger.latencies(), started=started, finished=last_commit)
         verify = verify_cost_seconds()
         ceiling = (os.cpu_count() or 1) / (len(layout.nodes) * verify)
         console.print("\n[bold]QENEX bench[/]")
-        console.print(f"  finalized           {len(stats.latencies)} transfers in {stats.elapsed:.1f} s = "
-                      f"[bold]{stats.tps:.1f} tx/s[/]")
+        console.print(f"  offered             {len(ledger.sent)} transfers in {load_elapsed:.1f} s = "
+                      f"{len(ledger.sent) / load_elapsed:.0f} tx/s (target {args.rate:.0f})")
+        console.print(f"  finalized           {len(committed)} transfers, first sent to last committed "
+                      f"{stats.elapsed:.1f} s = [bold]{stats.tps:.1f} tx/s[/]")
         console.print(f"  finality latency    p50 {stats.percentile(50) * 1000:.0f} ms, "
-                      f"p99 {stats.percentile(99) * 1000:.0f} ms")
-        console.print(f"  blocks              {blocks} ({len(stats.latencies) / max(blocks, 1):.1f} tx/block)")
+                      f"p99 {stats.percentile(99) * 1000:.0f} ms, max {max(stats.latencies, default=0) * 1000:.0f} ms")
+        console.print(f"  blocks              {ledger.blocks} ({len(committed) / max(ledger.blocks, 1):.1f} tx/block)")
         for i, name in enumerate(cpu):
             if i in dead:
                 console.print(f"  {name}              killed during the run")
                 continue
-            console.print(f"  {name}              CPU {cpu[name] * 100:.0f}%  RSS {rss[name]:.0f} MiB")
+            console.print(f"  {name}              CPU {cpu[name] * 100:.0f}%  peak RSS {peak[name]:.0f} MiB")
         console.print(f"  verify cost         {verify * 1e3:.3f} ms per ML-DSA-44 verification; ceiling "
                       f"{ceiling:.0f} tx/s ({stats.tps / ceiling * 100:.1f}% reached)")
         if crash.killed_at:
-            _report_crash(console, crash, stats, submitted)
-        if exhausted:
-            console.print(f"  note: {exhausted} senders ran out of pre-signed transfers before the deadline")
-        if stats.failures:
-            console.print(f"[red]  {len(stats.failures)} failures, e.g. {stats.failures[:3]}")
-            return 1
-        return 0
+            _report_crash(console, crash, ledger)
+        if ledger.rejected:
+            console.print(f"  rejected            {sum(ledger.rejected.values())}: "
+                          + ", ".join(f"{n} {r}" for r, n in sorted(ledger.rejected.items(), key=lambda x: -x[1])[:4]))
+        console.print(f"  lost                {lost} admitted but not committed within {args.drain:.0f} s "
+                      "after the load")
+        return 1 if lost or ledger.rejected else 0
     finally:
         with trio.CancelScope(shield=True):
             await wallets.aclose()
             for r in running:
                 await stop_node(r)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``qenex-devnet bench`` (besides the devnet's own)."""
+    p.add_argument("--rate", type=float, default=1500.0, help="offered load, transfers per second")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    p.add_argument("--senders", type=int, default=500, help="funded sending accounts")
+    p.add_argument("--batch", type=int, default=50, help="transactions per JSON-RPC batch request")
+    p.add_argument("--max-in-flight", type=int, default=64, help="concurrent batch requests at most")
+    p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for commits after the load")
+    p.add_argument("--kill-primary-after", type=float, default=None, metavar="SECONDS",
+                   help="kill -9 the primary this many seconds into the load; report the stall and latencies")
 
 
 @dataclass
@@ -215,9 +355,9 @@ async def _kill_primary(after: float, started: float, wallets: Wallets, running:
             await trio.sleep(0.02)
 
 
-def _report_crash(console: Console, crash: _Crash, stats: Stats, submitted: list[float]) -> None:
+def _report_crash(console: Console, crash: _Crash, ledger: Ledger) -> None:
     """Print the stall and the finality latency before and after the primary crash."""
-    pairs = list(zip(submitted, stats.latencies, strict=True))
+    pairs = [(ledger.sent[h], ledger.committed[h] - ledger.sent[h]) for h in ledger.committed if h in ledger.sent]
     before = Stats(latencies=[lat for t, lat in pairs if t + lat < crash.killed_at])
     caught = Stats(latencies=[lat for t, lat in pairs if t < crash.killed_at <= t + lat])
     after = Stats(latencies=[lat for t, lat in pairs if crash.resumed_at and t >= crash.resumed_at])
@@ -225,13 +365,13 @@ def _report_crash(console: Console, crash: _Crash, stats: Stats, submitted: list
                   f"{crash.height_at_kill}")
     if crash.resumed_at:
         console.print(f"  stall               {crash.resumed_at - crash.killed_at:.2f} s from the kill to the next "
-                      f"commit (view {crash.view_after}); {stats.retries} transactions resent to a live node")
+                      f"commit (view {crash.view_after}); {ledger.resent} transfers resent to a live node")
     else:
         console.print("[red]  stall               no block committed within 120 s of the kill")
     console.print(f"  latency before      p50 {before.percentile(50) * 1000:.0f} ms, "
                   f"p99 {before.percentile(99) * 1000:.0f} ms ({len(before.latencies)} transfers)")
     console.print(f"  caught by the crash p50 {caught.percentile(50) * 1000:.0f} ms, "
                   f"max {max(caught.latencies, default=0) * 1000:.0f} ms ({len(caught.latencies)} transfers "
-                  "submitted before the kill, committed after it)")
+                  "sent before the kill, committed after it)")
     console.print(f"  latency after       p50 {after.percentile(50) * 1000:.0f} ms, "
                   f"p99 {after.percentile(99) * 1000:.0f} ms ({len(after.latencies)} transfers)")

@@ -2,7 +2,7 @@
 
     qenex-devnet up [--fresh] [--exit-after-demo] [--validators 4] [--accounts 100] [--transfers 1000]
     qenex-devnet init [--validators 4]           # generate .devnet/ only (for docker compose)
-    qenex-devnet bench --duration SECONDS        # sustained load on a fresh devnet, prints tx/s and latency
+    qenex-devnet bench [--rate 1500] [--duration 60]  # open-loop load on a fresh devnet: tx/s, latency, CPU
     qenex-devnet bench-state [--sizes 10000,100000,1000000]   # state tree commit cost and proofs on LevelDB
     qenex-devnet bench-vm [--transfers 40000] [--swaps 10000]  # VM transfers/s and swaps/s on LevelDB, one process
     qenex-devnet compose [--out devnet/docker-compose.yml]   # the compose file of the layout
@@ -330,10 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="sustained load against a fresh devnet")
     common(s)
     s.set_defaults(home=".devnet-bench", base_rpc_port=18545, base_p2p_port=36656)
-    s.add_argument("--duration", type=float, default=30.0, help="seconds of load")
-    s.add_argument("--workers", type=int, default=200, help="concurrent senders")
-    s.add_argument("--kill-primary-after", type=float, default=None, metavar="SECONDS",
-                   help="kill -9 the primary this many seconds into the load; report the stall and latencies")
+    from devnet.bench import add_arguments as bench_arguments
+
+    bench_arguments(s)
     s = sub.add_parser("bench-state", help="state tree (JMT) commit cost, proof size and verify time on LevelDB")
     from devnet.bench_state import add_arguments as bench_state_arguments
 

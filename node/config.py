@@ -92,13 +92,25 @@ class NodeSection:
 
 @dataclass(frozen=True)
 class RPCSection:
-    """[rpc] JSON-RPC listener and limits."""
+    """[rpc] JSON-RPC listener (HTTP and WebSocket), limits, CORS and admin methods (``node.rpc.server``).
+
+    Rate limiting is opt-in (``requests_per_second = 0`` serves without limit), as in Besu and CometBFT:
+    the listener binds 127.0.0.1 by default, and a node exposed to untrusted clients sets a rate.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8545
     max_body_bytes: int = 1024 * 1024
     max_batch: int = 100
     max_wait_seconds: float = 120.0
+    max_connections: int = 1000
+    requests_per_second: float = 0.0
+    burst: int = 200
+    max_subscriptions_per_connection: int = 100
+    ws_queue_size: int = 1024
+    cors_origins: tuple[str, ...] = ()
+    admin_enabled: bool = False
+    admin_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,10 +206,22 @@ _DOCS = {
     },
     "rpc": {
         "host": "JSON-RPC listen address",
-        "port": "JSON-RPC port (HTTP POST /, GET /health)",
-        "max_body_bytes": "largest request body, bytes",
+        "port": "JSON-RPC port (HTTP POST /, WebSocket /ws, GET /health, /ready, /metrics)",
+        "max_body_bytes": "largest request body or WebSocket message, bytes",
         "max_batch": "most requests in one JSON-RPC batch",
         "max_wait_seconds": "longest timeout of qnx_sendRawTransactionAndWait, seconds",
+        "max_connections": "most HTTP requests in progress plus WebSocket connections open at once (more: "
+                           "HTTP 503 / WebSocket handshake refused, error -32005)",
+        "requests_per_second": "JSON-RPC calls per second per client IP, each call of a batch counted "
+                               "(more: error -32005 with retryAfterSeconds), calls/s; 0 = unlimited",
+        "burst": "calls a client IP may make at once above that rate (token bucket size), calls",
+        "max_subscriptions_per_connection": "most qnx_subscribe subscriptions one WebSocket connection holds",
+        "ws_queue_size": "items queued for one WebSocket client (a response, or one subscription's pushes of one "
+                         "block); a client falling this far behind is disconnected (close code 1008), items",
+        "cors_origins": "browser origins allowed to call (CORS), e.g. https://wallet.example; \"*\" = any",
+        "admin_enabled": "serve admin_peers, admin_flushMempool, admin_setLogLevel (off: method not found)",
+        "admin_token": "when set, admin calls need the header Authorization: Bearer <token>; when empty, they "
+                       "are served to loopback clients (127.0.0.0/8, ::1) only",
     },
     "p2p": {
         "host": "P2P listen address",
@@ -309,6 +333,13 @@ def load_config(path: Path) -> NodeConfig:
     if doc:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(doc))}")
     cfg = NodeConfig(**sections)
+    rpc = cfg.rpc
+    if (rpc.requests_per_second < 0 or rpc.burst < 1 or rpc.max_connections < 1
+            or rpc.max_subscriptions_per_connection < 0 or rpc.ws_queue_size < 2 * rpc.max_subscriptions_per_connection
+            or rpc.ws_queue_size < 1):
+        raise ConfigError(f"{path}: [rpc] needs requests_per_second >= 0, burst >= 1, max_connections >= 1, "
+                          "max_subscriptions_per_connection >= 0 and ws_queue_size >= 1 and at least twice "
+                          "max_subscriptions_per_connection (one block can queue an item per subscription)")
     cfg.peers()  # validate
     cfg.observers()
     from node.logs import FORMATS, parse_modules

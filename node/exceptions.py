@@ -37,3 +37,19 @@ class ProofRejected(NodeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ConnectionClosedByNode(NodeError):
+    """Raised by the WebSocket client (``node.rpc.client.WSClient``) for a call or subscription in
+    progress when the connection ends without the client closing it.
+
+    Attributes:
+        code: the RFC 6455 close code (1008: the node cut off a client too slow to read its pushes;
+            1006: the connection broke without a close frame), or None if unknown.
+        reason: the close reason the node gave ("" if none).
+    """
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"websocket closed by the node: {code} {reason}".strip())
+        self.code = code
+        self.reason = reason

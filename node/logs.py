@@ -74,6 +74,25 @@ def apply_levels(section: LogSection) -> None:
     _overridden.update(modules)
 
 
+def set_module_level(module: str, level: str) -> str:
+    """Set the level of logger ``module`` (``""`` or ``"root"``: the root logger) at runtime, as a
+    ``[log] modules`` entry would; returns the level it had (``NOTSET``: it inherited). The next SIGHUP
+    reload (``apply_levels``) puts the configured levels back. Raises ``ConfigError`` (changing
+    nothing) for an unknown level or a malformed name."""
+    name = module.strip()
+    if name in ("", "root"):
+        logger = logging.getLogger()
+        previous = logger.level
+        logger.setLevel(_level(level))
+        return logging.getLevelName(previous)
+    parsed = parse_modules((f"{name}={level}",))
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(parsed[name])
+    _overridden.add(name)
+    return logging.getLevelName(previous)
+
+
 def configure(section: LogSection, logfile: Path | None = None) -> None:
     """Send logs to stderr (and ``logfile``) in ``section.format``, at ``section``'s levels.
 

@@ -165,11 +165,16 @@ class Mempool:
             self._drop(h)
         return old
 
-    def ready(self, limit: int, account_nonce: Callable[[bytes], int]) -> list[Transaction]:
-        """Up to ``limit`` transactions that can go into the next block, in a valid order."""
+    def ready(self, limit: int, account_nonce: Callable[[bytes], int] | None = None) -> list[Transaction]:
+        """Up to ``limit`` transactions that can go into the next block, in a valid order.
+
+        ``account_nonce`` gives each sender's committed next nonce; without it, the nonce recorded
+        at the sender's last ``add`` or ``prune`` is used (the node prunes every committed block's
+        senders, so that record is current and no state is read).
+        """
         runs: list[tuple[int, list[Transaction]]] = []
         for sender, by_nonce in self._by_sender.items():
-            nonce = account_nonce(sender)
+            nonce = account_nonce(sender) if account_nonce is not None else self._base.get(sender, 0)
             run = []
             while nonce in by_nonce:
                 run.append(by_nonce[nonce].tx)
@@ -183,6 +188,11 @@ class Mempool:
             if len(out) >= limit:
                 break
         return out
+
+    def has_executable(self) -> bool:
+        """Whether some pending transaction could go into the next block (its sender's next nonce,
+        as recorded at the last ``add`` or ``prune``, is pending)."""
+        return any(self._base.get(sender, 0) in by_nonce for sender, by_nonce in self._by_sender.items())
 
     def regossip(self, now: float, older_than: float, limit: int) -> list[bytes]:
         """Raw bytes of up to ``limit`` transactions last gossiped ``older_than`` seconds before
@@ -201,6 +211,15 @@ class Mempool:
         """Raw bytes of up to ``limit`` pending transactions, oldest first (for a peer that connects)."""
         entries = sorted(self._by_hash.values(), key=lambda e: e.arrival)
         return [e.raw for e in entries[:limit] if e.raw]
+
+    def clear(self) -> list[Hash32]:
+        """Drop every pending transaction; returns their hashes, oldest first."""
+        hashes = [e.tx.hash for e in sorted(self._by_hash.values(), key=lambda e: e.arrival)]
+        self._by_hash.clear()
+        self._by_sender.clear()
+        self._base.clear()
+        self._bytes = 0
+        return hashes
 
     def remove(self, txs: Iterable[Transaction]) -> None:
         """Drop ``txs`` (committed or invalid) by hash."""

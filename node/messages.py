@@ -11,6 +11,7 @@
 | 7    | VIEW_CHANGE | ``consensus.messages.ViewChange``                       |
 | 8    | NEW_VIEW    | ``consensus.messages.NewView``                          |
 | 9    | CHECKPOINT  | ``consensus.messages.Checkpoint``                       |
+| 10   | TXS         | an array of raw transactions (batched gossip, at most ``MAX_TXS_PER_MESSAGE``) |
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ BLOCKS: Final = 6
 VIEW_CHANGE: Final = 7
 NEW_VIEW: Final = 8
 CHECKPOINT: Final = 9
+TXS: Final = 10
+
+MAX_TXS_PER_MESSAGE: Final = 1024
+"""Most transactions in one TXS gossip message."""
 
 MAX_BLOCKS_PER_REPLY: Final = 32
 
@@ -74,7 +79,8 @@ _BODY: dict[int, type[Struct]] = {
 }
 _KIND: dict[type[Struct], int] = {cls: kind for kind, cls in _BODY.items()}
 
-Message = bytes | PrePrepare | Vote | Status | GetBlocks | Blocks | ViewChange | NewView | Checkpoint
+Message = (bytes | tuple[bytes, ...] | PrePrepare | Vote | Status | GetBlocks | Blocks | ViewChange | NewView
+           | Checkpoint)
 
 
 def kind_of(message: PrePrepare | Vote | ViewChange | NewView | Checkpoint) -> int:
@@ -87,9 +93,16 @@ def pack_consensus(message: PrePrepare | Vote | ViewChange | NewView | Checkpoin
     return pack(kind_of(message), message)
 
 
-def pack(kind: int, body: Struct | bytes) -> bytes:
-    """The frame payload of a message."""
+def pack(kind: int, body: Struct | bytes | tuple[bytes, ...]) -> bytes:
+    """The frame payload of a message: ``encode((kind, body))``, joined from the body's own
+    (cached) encoding."""
+    if isinstance(body, Struct):
+        return _PAIR + encode(kind) + body.encode()
     return encode((kind, body))
+
+
+_PAIR: Final = b"\x92"
+"""msgpack's header of a two-element array."""
 
 
 def unpack(payload: bytes, max_size: int) -> tuple[int, Message]:
@@ -101,6 +114,11 @@ def unpack(payload: bytes, max_size: int) -> tuple[int, Message]:
     if kind == TX:
         if type(body) is not bytes:
             raise DecodeError("TX carries the raw transaction bytes")
+        return kind, body
+    if kind == TXS:
+        if type(body) is not tuple or not 0 < len(body) <= MAX_TXS_PER_MESSAGE \
+                or any(type(raw) is not bytes for raw in body):
+            raise DecodeError(f"TXS carries 1..{MAX_TXS_PER_MESSAGE} raw transactions")
         return kind, body
     cls = _BODY.get(kind)
     if cls is None:

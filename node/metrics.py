@@ -31,8 +31,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The ``Content-Type`` of the Prometheus text format."""
 
 MESSAGE_TYPES = {
-    M.TX: "tx", M.PRE_PREPARE: "pre_prepare", M.VOTE: "vote", M.STATUS: "status", M.GET_BLOCKS: "get_blocks",
-    M.BLOCKS: "blocks", M.VIEW_CHANGE: "view_change", M.NEW_VIEW: "new_view", M.CHECKPOINT: "checkpoint",
+    M.TX: "tx", M.TXS: "txs", M.PRE_PREPARE: "pre_prepare", M.VOTE: "vote", M.STATUS: "status",
+    M.GET_BLOCKS: "get_blocks", M.BLOCKS: "blocks", M.VIEW_CHANGE: "view_change", M.NEW_VIEW: "new_view",
+    M.CHECKPOINT: "checkpoint",
 }
 """Label values of the ``type`` label, by P2P message type (node/messages.py)."""
 

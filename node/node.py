@@ -18,6 +18,7 @@ chain store and the mempool need no locks. Consensus actions are carried out in 
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,7 @@ from node.config import NodeConfig
 from node.exceptions import InvalidBlock
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
+from node.rpc.pubsub import Hub
 from p2p.network import PeerNetwork
 from state.abc import KeyValueStore, WriteOp
 from state.chain import ChainStore
@@ -68,10 +70,22 @@ log = logging.getLogger("qenex.node")
 
 GOSSIP_ON_CONNECT = 5_000
 """Pending transactions pushed to a peer when it connects."""
-REGOSSIP_AFTER = 3.0
+REGOSSIP_AFTER = 10.0
 """Seconds a transaction stays pending before it is offered to the peers again."""
-REGOSSIP_BATCH = 500
+REGOSSIP_BATCH = 256
 """Most transactions re-offered per status tick."""
+GOSSIP_INTERVAL = 0.01
+"""Seconds admitted transactions wait to be gossiped together in one TXS message."""
+GOSSIP_BATCH_BYTES = 256 * 1024
+"""A TXS batch this large is sent at once, without waiting for the interval."""
+GOSSIP_KINDS = frozenset({M.TX, M.TXS})
+"""Message types sent in the peers' bulk lane (``PeerNetwork.send(bulk=True)``)."""
+MAX_TX_BACKLOG = 20_000
+BUSY_BACKLOG = 2_000
+"""With this many gossiped transactions waiting, clients' new transactions are refused (node busy)."""
+"""Gossiped transactions waiting for admission at most; more are dropped (their sender re-offers)."""
+ADMIT_SLICE = 64
+"""Gossiped transactions admitted between two looks at the peer messages waiting."""
 R = TypeVar("R", bound=Struct)
 """A consensus record type (``_load_record``)."""
 MAX_DROPPED = 10_000
@@ -169,7 +183,14 @@ class Node:
         self.evidence_count = sum(1 for _ in self.chain.kv.iterate(b"k/evidence"))
         self.dropped: dict[Hash32, str] = {}
         """Why recently dropped pending transactions left the mempool (newest ``MAX_DROPPED``)."""
+        self.pubsub = Hub()
+        """Subscriptions of RPC clients (``qnx_subscribe``): told of commits, admissions and drops."""
         self.metrics = NodeMetrics(self)
+        self._gossip_out: list[bytes] = []
+        """Admitted raw transactions not yet gossiped (sent in TXS batches, ``flush_gossip``)."""
+        self._gossip_bytes = 0
+        self.tx_backlog: collections.deque[bytes] = collections.deque()
+        """Gossiped raw transactions waiting for admission; consensus messages go first."""
 
     # --- consensus records --------------------------------------------------------------------
 
@@ -223,16 +244,16 @@ class Node:
         return self.vm.account_nonce(self.chain.state.get, address)
 
     def decode_tx(self, raw: bytes) -> Transaction:
-        """Decode and check a raw transaction: size, encoding, chain id, gas bounds, then signature.
+        """Decode a raw transaction and check what needs no state or signature: size, encoding,
+        chain id, gas bounds. (``_admit`` verifies the signature once it knows the transaction is
+        neither pending nor committed: each transaction is verified once per node.)
 
-        Raises ``DecodeError``, ``InvalidSignature`` or ``TxRejected``.
+        Raises ``DecodeError`` or ``TxRejected``.
         """
         if len(raw) > MAX_TX_SIZE:
             raise DecodeError(f"transaction is {len(raw)} bytes, over the limit of {MAX_TX_SIZE}")
         tx = Transaction.decode(raw, max_size=MAX_TX_SIZE)
         self.vm.check_static(tx, self.chain_id, self.block_gas_limit)
-        if not self.mempool.holds_verified(tx):
-            tx.verify_signature()
         return tx
 
     def admit(self, raw: bytes, *, gossip: bool = True) -> Hash32:
@@ -255,18 +276,30 @@ class Node:
 
     def _admit(self, raw: bytes, gossip: bool) -> Hash32:
         tx = self.decode_tx(raw)
-        if tx.hash in self.mempool:
+        if self.mempool.holds_verified(tx):
             return tx.hash
         if self.chain.tx_location(tx.hash) is not None:
             raise TxRejected("already committed", f"transaction 0x{tx.hash.hex()} is in the chain")
+        if gossip and len(self.tx_backlog) >= BUSY_BACKLOG:
+            # shed load at the edge: the gossip of the other validators' clients waits for
+            # verification already; taking more would only delay consensus (CPU) and every client
+            raise TxRejected("node busy", f"{len(self.tx_backlog)} gossiped transactions wait for "
+                             "verification; retry later or at another validator")
+        tx.verify_signature()
+        if tx.hash in self.mempool:  # the same body under another (hedged) signature
+            return tx.hash
         body = tx.body
         now = trio.current_time()
         added = self.mempool.add(tx, len(raw), self.account_nonce(body.sender), raw=raw, now=now)
         self._note_dropped()
         if added:
             self.dropped.pop(tx.hash, None)
+            self.pubsub.tx_admitted(tx.hash)
             if gossip:
-                self._broadcast(M.TX, raw)
+                self._gossip_out.append(raw)
+                self._gossip_bytes += len(raw)
+                if len(self._gossip_out) >= M.MAX_TXS_PER_MESSAGE or self._gossip_bytes >= GOSSIP_BATCH_BYTES:
+                    self.flush_gossip()
         return tx.hash
 
     def _note_dropped(self, expired: Sequence[Hash32] = ()) -> None:
@@ -276,15 +309,27 @@ class Node:
                                ("replaced by another transaction with the same nonce", mp.replaced),
                                ("expired: pending longer than the mempool TTL", expired)):
             for h in hashes:
-                self.dropped[h] = reason
-                self.metrics.dropped.labels(reason.split(" ")[0]).inc()
-                event = self._waiters.pop(h, None)
-                if event is not None:
-                    event.set()
+                self._record_dropped(h, reason)
         mp.evicted.clear()
         mp.replaced.clear()
+
+    def _record_dropped(self, tx_hash: Hash32, reason: str) -> None:
+        """``tx_hash`` left the mempool uncommitted: remember why, wake its waiters, tell subscribers."""
+        self.dropped[tx_hash] = reason
+        self.metrics.dropped.labels(reason.split(" ")[0]).inc()
+        event = self._waiters.pop(tx_hash, None)
+        if event is not None:
+            event.set()
+        self.pubsub.tx_dropped(tx_hash, reason)
         while len(self.dropped) > MAX_DROPPED:
             del self.dropped[next(iter(self.dropped))]
+
+    def flush_mempool(self, reason: str = "flushed by the operator (admin_flushMempool)") -> int:
+        """Drop every pending transaction for ``reason`` (waiters and subscribers hear it); returns how many."""
+        hashes = self.mempool.clear()
+        for h in hashes:
+            self._record_dropped(h, reason)
+        return len(hashes)
 
     def waiter(self, tx_hash: Hash32) -> trio.Event:
         """An event set when ``tx_hash`` is committed (for ``qnx_sendRawTransactionAndWait``)."""
@@ -324,7 +369,7 @@ class Node:
         receipts: list[Receipt] = []
         dropped: list[Transaction] = []
         gas_budget = self.block_gas_limit
-        candidates = self.mempool.ready(self.config.consensus.max_block_txs, self.account_nonce)
+        candidates = self.mempool.ready(self.config.consensus.max_block_txs)
         for tx in candidates:
             if tx.body.gas_limit > gas_budget:
                 break
@@ -337,6 +382,8 @@ class Node:
             gas_budget -= tx.body.gas_limit
             included.append(tx)
         self.mempool.remove(dropped)
+        for tx in dropped:
+            self._record_dropped(tx.hash, "rejected while building a block (no longer executable)")
         state_root, _ = self.chain.state.prepare(overlay.writes, head.height + 1)
         header = BlockHeader(
             self.chain_id, head.height + 1, view, head.block_hash, ts, self.index if self.index is not None else 0,
@@ -409,6 +456,7 @@ class Node:
             event = self._waiters.pop(tx.hash, None)
             if event is not None:
                 event.set()
+        self.pubsub.block_committed(block, done.receipts)
         self.last_commit_time = self.last_progress = trio.current_time()
         self.timeouts = 0
         self.metrics.on_commit(len(block.transactions), size,
@@ -494,12 +542,12 @@ class Node:
         try:
             kind, body = M.unpack(payload, self.config.p2p.max_frame_bytes)
             self.metrics.on_message(kind, len(payload))
-            if kind == M.TX:
-                assert isinstance(body, bytes)  # noqa: S101 - guaranteed by unpack
-                try:
-                    self.admit(body, gossip=False)
-                except (TxRejected, InvalidSignature, DecodeError) as err:
-                    log.debug("gossiped tx refused: %s", err)
+            if kind == M.TX or kind == M.TXS:
+                raws: tuple[bytes, ...] = (body,) if isinstance(body, bytes) else body  # type: ignore[assignment]
+                room = MAX_TX_BACKLOG - len(self.tx_backlog)
+                self.tx_backlog.extend(raws[:room])
+                if len(raws) > room:  # the sender re-offers them, and blocks carry them anyway
+                    self.metrics.rejected.labels("gossip backlog full").inc(len(raws) - max(room, 0))
             elif kind in (M.PRE_PREPARE, M.VOTE):
                 assert isinstance(body, PrePrepare | Vote)  # noqa: S101
                 if body.seq > self.replica.next_seq:
@@ -526,22 +574,23 @@ class Node:
 
     # --- catch-up ---------------------------------------------------------------------------------
 
-    def _send(self, peer: bytes, kind: int, body: Struct | bytes) -> bool:
-        """Queue one message for ``peer`` (counted in the metrics); False if it was not queued."""
+    def _send(self, peer: bytes, kind: int, body: Struct | bytes | tuple[bytes, ...]) -> bool:
+        """Queue one message for ``peer`` (counted in the metrics); False if it was not queued.
+        Transaction gossip goes in the peer's bulk lane, behind every consensus message."""
         if self.net is None:
             return False
         payload = M.pack(kind, body)
-        ok = self.net.send(Address(peer), payload)
+        ok = self.net.send(Address(peer), payload, bulk=kind in GOSSIP_KINDS)
         if ok:
             self.metrics.on_message(kind, len(payload), sent=1)
         return ok
 
-    def _broadcast(self, kind: int, body: Struct | bytes) -> None:
-        """Queue one message for every connected peer (counted in the metrics)."""
+    def _broadcast(self, kind: int, body: Struct | bytes | tuple[bytes, ...]) -> None:
+        """Queue one message for every connected peer (counted in the metrics); gossip as in ``_send``."""
         if self.net is None:
             return
         payload = M.pack(kind, body)
-        self.metrics.on_message(kind, len(payload), sent=self.net.broadcast(payload))
+        self.metrics.on_message(kind, len(payload), sent=self.net.broadcast(payload, bulk=kind in GOSSIP_KINDS))
 
     def status(self) -> M.Status:
         """Our committed height and head hash."""
@@ -631,6 +680,7 @@ class Node:
             nursery.start_soon(self._peer_events_loop, events_recv)
             nursery.start_soon(self._proposer_loop)
             nursery.start_soon(self._ticker_loop)
+            nursery.start_soon(self._gossip_loop)
             nursery.start_soon(self._prune_loop)
             self.rpc_urls = await nursery.start(serve_rpc, self)
             self.started = True
@@ -639,16 +689,54 @@ class Node:
             task_status.started()
 
     async def _inbound_loop(self, inbound: trio.MemoryReceiveChannel[tuple[bytes, bytes]]) -> None:
-        async for peer, payload in inbound:
-            self.on_message(peer, payload)
+        """Handle peer messages: every waiting message first (consensus ones at once, gossiped
+        transactions into ``tx_backlog``), then up to ``ADMIT_SLICE`` backlog admissions, so that
+        a flood of transactions never holds a vote or a proposal behind it."""
+        while True:
+            if not self.tx_backlog:
+                peer, payload = await inbound.receive()
+                self.on_message(peer, payload)
+            while True:
+                try:
+                    peer, payload = inbound.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self.on_message(peer, payload)
+            self.admit_backlog(ADMIT_SLICE)
             await trio.lowlevel.checkpoint()
+
+    def admit_backlog(self, limit: int) -> int:
+        """Admit up to ``limit`` gossiped transactions from ``tx_backlog`` (no re-gossip: the sender
+        already offered them to every validator); returns how many were taken."""
+        taken = 0
+        while self.tx_backlog and taken < limit:
+            raw = self.tx_backlog.popleft()
+            taken += 1
+            try:
+                self.admit(raw, gossip=False)
+            except (TxRejected, InvalidSignature, DecodeError) as err:
+                log.debug("gossiped tx refused: %s", err)
+        return taken
+
+    def flush_gossip(self) -> None:
+        """Send the admitted transactions not yet gossiped to every peer, in TXS batches."""
+        out, self._gossip_out, self._gossip_bytes = self._gossip_out, [], 0
+        for i in range(0, len(out), M.MAX_TXS_PER_MESSAGE):
+            self._broadcast(M.TXS, tuple(out[i:i + M.MAX_TXS_PER_MESSAGE]))
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await trio.sleep(GOSSIP_INTERVAL)
+            if self._gossip_out:
+                self.flush_gossip()
 
     async def _peer_events_loop(self, events: trio.MemoryReceiveChannel[tuple[str, bytes]]) -> None:
         async for kind, peer in events:
             if kind == "connected" and self.net is not None:
                 self._send(peer, M.STATUS, self.status())
-                for raw in self.mempool.pending_raw(GOSSIP_ON_CONNECT):
-                    if not self._send(peer, M.TX, raw):
+                pending = self.mempool.pending_raw(GOSSIP_ON_CONNECT)
+                for i in range(0, len(pending), M.MAX_TXS_PER_MESSAGE):
+                    if not self._send(peer, M.TXS, tuple(pending[i:i + M.MAX_TXS_PER_MESSAGE])):
                         break  # its queue is full; the periodic re-gossip offers the rest
             elif kind == "disconnected":
                 self.sync.peer_heights.pop(peer, None)
@@ -666,7 +754,7 @@ class Node:
                 continue
             if self.net is not None and len(self.net.connected()) < 2 * self.replica.f:
                 continue  # no quorum reachable: proposing would only stall
-            has_work = bool(self.mempool.ready(1, self.account_nonce))
+            has_work = self.mempool.has_executable()
             now = trio.current_time()
             if has_work or (idle > 0 and now - last_proposal >= idle):
                 self.propose()
@@ -705,8 +793,9 @@ class Node:
             if now - last_status >= c.status_interval_ms / 1000:
                 last_status = now
                 self._broadcast(M.STATUS, self.status())
-                for raw in self.mempool.regossip(now, REGOSSIP_AFTER, REGOSSIP_BATCH):
-                    self._broadcast(M.TX, raw)
+                again = self.mempool.regossip(now, REGOSSIP_AFTER, REGOSSIP_BATCH)
+                for i in range(0, len(again), M.MAX_TXS_PER_MESSAGE):
+                    self._broadcast(M.TXS, tuple(again[i:i + M.MAX_TXS_PER_MESSAGE]))
                 self._note_dropped(self.mempool.expire(now, self.config.mempool.ttl_seconds))
             quiet = now - self.last_commit_time >= c.retransmit_ms / 1000
             if quiet and now - last_retransmit >= c.retransmit_ms / 1000:

@@ -7,6 +7,9 @@ agreement (under a timeout), then carries ``p2p.framing`` frames whose payloads 
 ``p2p.session.SecureSession`` the handshake produced: payloads received are opened and go to the
 ``inbound`` channel as ``(node_id, plaintext)``, payloads sent go through a bounded per-peer queue
 drained by that peer's own writer task (which seals them), so one slow peer never holds up the others.
+Each queue has two lanes: ``urgent`` (consensus, the default) and ``bulk`` (``bulk=True``: transaction
+gossip). The writer always drains the urgent lane first, so a vote never waits behind megabytes of
+gossip (CometBFT's MConnection gives its channels priorities for the same reason).
 The public API (``send``, ``broadcast``, ``inbound``) carries plaintext only.
 
 Limits (constructor arguments): handshake timeout; frame size checked from the 4-byte header before
@@ -177,8 +180,12 @@ class _Connection:
         self.session = session
         self.direction = direction
         self.remote = _remote(stream)
-        self.queue_send, self.queue_receive = trio.open_memory_channel[bytes](queue_size)
-        self.queued_bytes = 0  # payload bytes in the send queue
+        self.queue_size = queue_size
+        self.urgent: deque[bytes] = deque()  # consensus and sync payloads: written first
+        self.bulk: deque[bytes] = deque()  # transaction gossip: written when no urgent payload waits
+        self.queued_bytes = 0  # payload bytes in both lanes
+        self.bulk_bytes = 0
+        self.wake = trio.Event()  # set when a payload is queued
         self.bucket = bucket
         self.cancel_scope = trio.CancelScope()
         self.protocol_error = False
@@ -217,6 +224,7 @@ class PeerNetwork:
         max_frame_size: int = DEFAULT_MAX_FRAME,
         send_queue_size: int = 1024,
         send_queue_bytes: int = 64 * 1024 * 1024,
+        bulk_queue_bytes: int = 8 * 1024 * 1024,
         handshake_timeout: float = 5.0,
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
@@ -256,6 +264,8 @@ class PeerNetwork:
             send_queue_size: payloads queued per peer before ``send`` returns False.
             send_queue_bytes: payload bytes queued per peer before ``send`` returns False (a payload
                 is always accepted into an empty queue, so one of ``max_frame_size`` always fits).
+            bulk_queue_bytes: of those, bytes of ``bulk`` payloads (gossip) queued per peer at most;
+                beyond it bulk payloads are dropped while urgent ones are still taken.
             handshake_timeout: seconds allowed to open a connection, and again to complete the
                 handshake; a connection silent for that long is closed.
             backoff_initial: seconds, first redial delay (see ``backoff_delay``).
@@ -293,8 +303,8 @@ class PeerNetwork:
             raise ValueError(f"peers to dial are not in the allowlist: {', '.join(map(_name, missing))}")
         if not 0 <= max_frame_size <= MAX_FRAME_LIMIT - TAG_LEN:
             raise ValueError(f"max_frame_size must be in [0, {MAX_FRAME_LIMIT - TAG_LEN}]")
-        if send_queue_size < 1 or send_queue_bytes < 1:
-            raise ValueError("send_queue_size and send_queue_bytes must be at least 1")
+        if send_queue_size < 1 or send_queue_bytes < 1 or bulk_queue_bytes < 1:
+            raise ValueError("send_queue_size, send_queue_bytes and bulk_queue_bytes must be at least 1")
         if not handshake_timeout > 0:
             raise ValueError("handshake_timeout must be positive")
         if not 0 < backoff_initial <= backoff_max:
@@ -320,6 +330,7 @@ class PeerNetwork:
         self._max_frame_size = max_frame_size
         self._send_queue_size = send_queue_size
         self._send_queue_bytes = send_queue_bytes
+        self._bulk_queue_bytes = bulk_queue_bytes
         self._handshake_timeout = handshake_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -392,8 +403,9 @@ class PeerNetwork:
             self._events_open = False
             self._connections = {}
 
-    def send(self, peer: Address, payload: bytes) -> bool:
-        """Queue ``payload`` for ``peer``; never blocks.
+    def send(self, peer: Address, payload: bytes, *, bulk: bool = False) -> bool:
+        """Queue ``payload`` for ``peer``; never blocks. ``bulk`` payloads (gossip) are written only
+        when no urgent one waits, and have their own byte bound (``bulk_queue_bytes``).
 
         Returns:
             True if queued; False if ``peer`` is not connected or its send queue is full (the payload
@@ -404,10 +416,10 @@ class PeerNetwork:
         """
         payload = self._check_payload(payload)
         conn = self._connections.get(peer)
-        return conn is not None and self._enqueue(conn, payload)
+        return conn is not None and self._enqueue(conn, payload, bulk)
 
-    def broadcast(self, payload: bytes) -> int:
-        """Queue ``payload`` for every connected peer; never blocks.
+    def broadcast(self, payload: bytes, *, bulk: bool = False) -> int:
+        """Queue ``payload`` for every connected peer; never blocks (``bulk`` as for ``send``).
 
         Returns:
             How many peers accepted it (see ``send``).
@@ -416,11 +428,15 @@ class PeerNetwork:
             ValueError: ``payload`` is longer than ``max_frame_size`` (a local bug).
         """
         payload = self._check_payload(payload)
-        return sum(self._enqueue(conn, payload) for conn in list(self._connections.values()))
+        return sum(self._enqueue(conn, payload, bulk) for conn in list(self._connections.values()))
 
     def connected(self) -> frozenset[Address]:
         """The node ids of the peers connected and authenticated right now."""
         return frozenset(self._connections)
+
+    def peer_info(self) -> list[tuple[Address, str, str]]:
+        """``(node id, remote "host:port", "inbound" or "outbound")`` of each connected peer, by node id."""
+        return sorted((peer, conn.remote, conn.direction) for peer, conn in self._connections.items())
 
     def disconnect(self, peer: Address, reason: str) -> bool:
         """Close the connection to ``peer`` because it misbehaved (counted as a protocol failure, so
@@ -490,16 +506,23 @@ class PeerNetwork:
             raise ValueError(f"payload of {len(payload)} bytes is over max_frame_size={self._max_frame_size}")
         return payload
 
-    def _enqueue(self, conn: _Connection, payload: bytes) -> bool:
+    def _enqueue(self, conn: _Connection, payload: bytes, bulk: bool = False) -> bool:
         if conn.queued_bytes and conn.queued_bytes + len(payload) > self._send_queue_bytes:
             self._log.debug("send queue of %s holds %d bytes; payload dropped", conn, conn.queued_bytes)
             return False
-        try:
-            conn.queue_send.send_nowait(payload)
-        except trio.WouldBlock:
+        if len(conn.urgent) + len(conn.bulk) >= conn.queue_size:
             self._log.debug("send queue of %s is full; payload dropped", conn)
             return False
+        if bulk:
+            if conn.bulk_bytes and conn.bulk_bytes + len(payload) > self._bulk_queue_bytes:
+                self._log.debug("bulk lane of %s holds %d bytes; gossip dropped", conn, conn.bulk_bytes)
+                return False
+            conn.bulk.append(payload)
+            conn.bulk_bytes += len(payload)
+        else:
+            conn.urgent.append(payload)
         conn.queued_bytes += len(payload)
+        conn.wake.set()
         return True
 
     # -- connection table and events --------------------------------------------------------------
@@ -687,23 +710,29 @@ class PeerNetwork:
         finally:
             conn.cancel_scope.cancel()
 
-    def _take(self, conn: _Connection, payload: bytes) -> bytes:
-        """Seal ``payload`` taken from the queue and frame it."""
+    @staticmethod
+    def _take(conn: _Connection) -> bytes:
+        """Seal the next queued payload (urgent lane first) and frame it."""
+        if conn.urgent:
+            payload = conn.urgent.popleft()
+        else:
+            payload = conn.bulk.popleft()
+            conn.bulk_bytes -= len(payload)
         conn.queued_bytes -= len(payload)
         return encode_frame(conn.session.seal(payload), conn.session.max_frame)
 
     async def _write_loop(self, conn: _Connection) -> None:
-        """Seal queued payloads and write them, several frames per write when they are waiting."""
+        """Seal queued payloads and write them, several frames per write when they are waiting;
+        urgent payloads queued during a write go out before any further bulk one."""
         try:
             while True:
-                frames = [self._take(conn, await conn.queue_receive.receive())]
+                if not conn.urgent and not conn.bulk:
+                    conn.wake = trio.Event()
+                    await conn.wake.wait()
+                frames = [self._take(conn)]
                 size = len(frames[0])
-                while size < WRITE_BATCH:
-                    try:
-                        payload = conn.queue_receive.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    frames.append(self._take(conn, payload))
+                while size < WRITE_BATCH and (conn.urgent or conn.bulk):
+                    frames.append(self._take(conn))
                     size += len(frames[-1])
                 await _send_all(conn.stream, b"".join(frames))
         except (ConnectionFailed, SessionExhausted) as err:

@@ -89,7 +89,32 @@ def encode(value: Value) -> bytes:
     Raises ``TypeError`` for a type outside the profile, ``ValueError`` for an integer beyond
     2**512 - 1 or nesting deeper than ``MAX_DEPTH``.
     """
+    if isinstance(value, Struct):
+        return value.encode()
     packed: bytes = msgpack.packb(_to_wire(value), use_bin_type=True)
+    return packed
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's shortest array header for ``n`` elements (fixarray, array 16, array 32)."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _encode_at(value: Value, depth: int) -> bytes:
+    """``encode(value)`` for a value nested ``depth`` arrays deep: structs (and arrays of structs)
+    are joined from their own cached encodings, since an array encodes as its header followed by
+    its elements' encodings; anything else is packed in one call."""
+    if isinstance(value, Struct):
+        return value._encode_at(depth)
+    if type(value) is tuple and value and all(isinstance(v, Struct) for v in value):
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"nesting deeper than {MAX_DEPTH}")
+        return _array_header(len(value)) + b"".join(v._encode_at(depth + 1) for v in value)
+    packed: bytes = msgpack.packb(_to_wire(value, depth), use_bin_type=True)
     return packed
 
 
@@ -116,19 +141,43 @@ def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Value:
         raise DecodeError(f"not a msgpack value: {type(err).__name__}: {err}") from None
     _check_profile(value, 0)
     try:
-        canonical = encode(value)
-    except (TypeError, ValueError) as err:
-        raise DecodeError(str(err)) from None
+        # the profile check left only None, bool, int, bytes, str and tuples: msgpack packs those
+        # as the profile does, except integers beyond its native range (ext types here)
+        canonical = msgpack.packb(value, use_bin_type=True)
+    except OverflowError:
+        try:
+            canonical = encode(value)
+        except (TypeError, ValueError) as err:
+            raise DecodeError(str(err)) from None
     if canonical != bytes(data):
         raise DecodeError("encoding is not canonical (a shorter form exists)")
     return value
 
 
+def body_slice(data: bytes) -> bytes:
+    """The bytes encoding the first element of the array encoded by ``data`` (a transaction's body
+    within the transaction), found by skipping, without decoding. It equals ``encode(first)`` when
+    ``data`` is canonical. Raises ``DecodeError`` when ``data`` does not start with a non-empty
+    array whose first element is complete."""
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1), max_map_len=0)
+    unpacker.feed(data)
+    try:
+        if unpacker.read_array_header() < 1:
+            raise DecodeError("an empty array has no first element")
+        start = unpacker.tell()
+        unpacker.skip()
+    except DecodeError:
+        raise
+    except Exception as err:  # OutOfData, ValueError, ...: not our encoding
+        raise DecodeError(f"not a msgpack array: {type(err).__name__}") from None
+    return bytes(data[start:unpacker.tell()])
+
+
 def _check_profile(value: Value, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
     t = type(value)
     if t is tuple:
+        if depth >= MAX_DEPTH:  # the same bound as ``_to_wire``: an array at depth 64 is one too many
+            raise DecodeError(f"nesting deeper than {MAX_DEPTH}")
         for v in value:
             _check_profile(v, depth + 1)
     elif not (t is int or t is bytes or t is str or t is bool or value is None):
@@ -159,8 +208,23 @@ class Struct:
         return names
 
     def encode(self) -> bytes:
-        """The canonical encoding of this struct."""
-        return encode(self)
+        """The canonical encoding of this struct, computed once per object (structs are frozen, so
+        a message retransmitted or a block stored after it was proposed is not encoded again)."""
+        return self._encode_at(0)
+
+    def _encode_at(self, depth: int) -> bytes:
+        cached: bytes | None = self.__dict__.get("_encoding")
+        if cached is None:
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"nesting deeper than {MAX_DEPTH}")
+            names = self._field_names()
+            fields = [getattr(self, name) for name in names]
+            if any(isinstance(f, Struct) or (type(f) is tuple and f and isinstance(f[0], Struct)) for f in fields):
+                cached = _array_header(len(fields)) + b"".join(_encode_at(f, depth + 1) for f in fields)
+            else:
+                cached = msgpack.packb(_to_wire(self, depth), use_bin_type=True)
+            self.__dict__["_encoding"] = cached  # the instance dict: frozen dataclasses refuse setattr
+        return cached
 
     @classmethod
     def decode(cls: type[S], data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> S:

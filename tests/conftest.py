@@ -71,19 +71,30 @@ class LiveNode:
                                                     "params": list(params)})
 
 
-@pytest.fixture
-async def live_node(nursery: trio.Nursery) -> AsyncIterator[LiveNode]:
-    """One validator (n = 1, so it commits alone) with RPC on an ephemeral 127.0.0.1 port."""
+async def start_solo_node(nursery: trio.Nursery, rpc: RPCSection | None = None,
+                          consensus: ConsensusSection | None = None) -> Node:
+    """Start one validator (n = 1, so it commits alone) on ephemeral 127.0.0.1 ports in ``nursery``.
+
+    Default ``rpc``: 64 KiB bodies, batches of 10; default ``consensus``: 50 ms blocks, no empty ones.
+    Its HTTP JSON-RPC URL is ``node.rpc_urls[0] + "/"``.
+    """
     keys = NodeKeys(KeyPair.generate(), KeyPair.generate(ED25519))
     genesis = Genesis("qenex-test", 1_700_000_000_000, (validator_entry("solo", keys),))
     config = NodeConfig(
-        rpc=RPCSection(host="127.0.0.1", port=0, max_body_bytes=64 * 1024, max_batch=10),
+        rpc=rpc or RPCSection(host="127.0.0.1", port=0, max_body_bytes=64 * 1024, max_batch=10),
         p2p=P2PSection(host="127.0.0.1", port=0),
-        consensus=ConsensusSection(block_interval_ms=50, empty_block_interval_ms=0),
+        consensus=consensus or ConsensusSection(block_interval_ms=50, empty_block_interval_ms=0),
     )
     node = Node(config=config, genesis=genesis, store=MemoryStore(), node_key=keys.node,
                 validator_key=keys.validator)
     await nursery.start(node.run)
+    return node
+
+
+@pytest.fixture
+async def live_node(nursery: trio.Nursery) -> AsyncIterator[LiveNode]:
+    """One validator (n = 1, so it commits alone) with RPC on an ephemeral 127.0.0.1 port."""
+    node = await start_solo_node(nursery)
     url = node.rpc_urls[0] + "/"
     async with httpx.AsyncClient(timeout=30) as http:
         yield LiveNode(node, url, http)

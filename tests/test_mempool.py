@@ -210,6 +210,11 @@ _ops = st.lists(
 )
 
 
+def _held_back(model: dict[tuple[int, int], Transaction], accounts: list[int], sender: int, nonce: int) -> bool:
+    """Whether the model's pending transactions leave a gap below ``nonce`` for ``sender``."""
+    return not all((sender, k) in model for k in range(accounts[sender], nonce))
+
+
 @settings(max_examples=150, deadline=None)
 @given(ops=_ops, window=st.integers(1, 6), max_txs=st.integers(1, 20))
 def test_accounting_against_a_model(ops: list[tuple[str, int, int]], window: int, max_txs: int) -> None:
@@ -225,9 +230,24 @@ def test_accounting_against_a_model(ops: list[tuple[str, int, int]], window: int
             t = T(i, n)
             if (i, n) in model:
                 assert mp.add(t, size(t), accounts[i]) is False
-            elif n < accounts[i] or n >= accounts[i] + window or len(model) >= max_txs:
+            elif n < accounts[i] or n >= accounts[i] + window:
                 with pytest.raises(TxRejected):
                     mp.add(t, size(t), accounts[i])
+            elif len(model) >= max_txs:
+                # full: an executable newcomer evicts one held-back transaction of another sender
+                # (the tail of its run); otherwise it is refused
+                victims = [(s, m) for (s, m) in model if s != i and _held_back(model, accounts, s, m)
+                           and (s, m + 1) not in model]
+                if not _held_back(model, accounts, i, n) and victims:
+                    assert mp.add(t, size(t), accounts[i]) is True
+                    gone = [k for k in victims if model[k].hash in mp.evicted]
+                    assert len(gone) == len(mp.evicted) == 1
+                    mp.evicted.clear()
+                    del model[gone[0]]
+                    model[i, n] = t
+                else:
+                    with pytest.raises(TxRejected):
+                        mp.add(t, size(t), accounts[i])
             else:
                 assert mp.add(t, size(t), accounts[i]) is True
                 model[i, n] = t

@@ -55,7 +55,14 @@ async def test_an_observer_follows_the_chain_and_never_votes(tmp_path: Path) -> 
         assert status["validatorIndex"] is None and status["validators"] == 4
         height = receipt["blockHeight"]
         ours = await watch.clients[0].call("qnx_getBlockByNumber", height, False)
-        theirs = await wallets.clients[1].call("qnx_getBlockByNumber", height, False)
+        blocks: list[dict] = []
+
+        async def validator_has_it() -> bool:  # each validator commits on its own 2f+1 commits
+            blocks.append(await wallets.clients[1].call("qnx_getBlockByNumber", height, False))
+            return blocks[-1] is not None
+
+        await poll_until(validator_has_it, what=f"validator 1 commits block {height}")
+        theirs = blocks[-1]
         assert ours["hash"] == theirs["hash"] and ours["header"]["stateRoot"] == theirs["header"]["stateRoot"]
         # a transaction sent to the observer reaches the validators by gossip and commits
         second = sign_transaction(owner, layout.chain_id, 1, [deploy_token_call("P", "P", 0, owner.address)], 200_000)

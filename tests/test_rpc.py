@@ -100,6 +100,7 @@ async def test_wallet_flow(live_node: LiveNode) -> None:
                                                             "qnx_getNonce", "qnx_getBalance", "qnx_getToken",
                                                             "qnx_call", "qnx_estimateGas", "qnx_getEvidence",
                                                             "qnx_getProof", "qnx_getPool",
+                                                            "qnx_subscribe", "qnx_unsubscribe",
                                                             "rpc.discover"])
 
 

@@ -8,16 +8,28 @@ Three lines from a notebook::
 
 ``AsyncClient`` is the same on Trio (httpx over anyio). Errors come back as ``RPCError`` with the
 code of shared/RPC.md. Amounts are integers in base units.
+
+Subscriptions (WebSocket ``/ws``, trio-websocket), on Trio::
+
+    async with AsyncClient("http://127.0.0.1:8545").subscribe("newHeads") as heads:
+        async for head in heads:          # header JSON, in height order
+            print(head["height"])
+
+``AsyncClient.websocket()`` opens one connection (``WSClient``) for several subscriptions and calls.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import trio
+import trio_websocket
 
 from consensus.exceptions import InvalidMessage
 from consensus.replica import make_verifier, verify_certificate
@@ -27,7 +39,7 @@ from contracts.vm import DEPLOYER, code_key, create_address, nonce_key, storage_
 from crypto.hashing import Hash32
 from crypto.keys import ZERO_ADDRESS, Address, KeyPair
 from crypto.signatures import Context
-from node.exceptions import ProofRejected
+from node.exceptions import ConnectionClosedByNode, ProofRejected
 from node.rpc.errors import RPCError
 from state.codec import Value, decode_value, encode
 from state.exceptions import DecodeError, InvalidProof
@@ -277,9 +289,11 @@ def verify_proof_result(
 class Client:
     """Synchronous JSON-RPC client over HTTP (httpx). Raises ``RPCError``, ``httpx.HTTPError``."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, token: str | None = None) -> None:
+        """``url``: the node's HTTP JSON-RPC endpoint; ``token``: the ``[rpc] admin_token``, sent as
+        ``Authorization: Bearer`` (needed for admin methods only)."""
         self.url = url
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, headers={"authorization": f"Bearer {token}"} if token else None)
         self._ids = itertools.count(1)
 
     def close(self) -> None:
@@ -362,10 +376,31 @@ class Client:
 class AsyncClient:
     """The same client for Trio code (httpx.AsyncClient runs on Trio through anyio)."""
 
-    def __init__(self, url: str, *, timeout: float = 60.0, max_connections: int = 100) -> None:
+    def __init__(self, url: str, *, timeout: float = 60.0, max_connections: int = 100,
+                 token: str | None = None) -> None:
+        """``url``: the node's HTTP JSON-RPC endpoint (``http://host:port``); ``token``: the ``[rpc]
+        admin_token``, sent as ``Authorization: Bearer`` for admin methods (HTTP and WebSocket)."""
         self.url = url
-        self._http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=max_connections))
+        self.token = token
+        headers = {"authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=max_connections),
+                                       headers=headers)
         self._ids = itertools.count(1)
+
+    @asynccontextmanager
+    async def websocket(self, *, queue_size: int = 1024) -> AsyncIterator[WSClient]:
+        """One WebSocket connection to the node's ``/ws`` (``ws_url(self.url)``), closed on exit; see
+        ``connect_websocket``."""
+        async with connect_websocket(ws_url(self.url), token=self.token, queue_size=queue_size) as ws:
+            yield ws
+
+    @asynccontextmanager
+    async def subscribe(self, kind: str, *args: Any, queue_size: int = 1024) -> AsyncIterator[Subscription]:
+        """Subscribe on a connection of its own: ``async with client.subscribe("newHeads") as sub: async
+        for head in sub: ...``. ``kind`` and ``args`` as ``WSClient.subscribe``; the connection closes on
+        exit. Raises ``RPCError`` (bad params -32602, limits -32005), ``ConnectionClosedByNode``."""
+        async with self.websocket(queue_size=queue_size) as ws, ws.subscribe(kind, *args) as sub:
+            yield sub
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -383,6 +418,253 @@ class AsyncClient:
             return await self.call("qnx_sendRawTransactionAndWait", raw, timeout)
         return await self.call("qnx_sendRawTransaction", raw)
 
+    async def batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send a JSON-RPC 2.0 batch (§6) of request objects; returns the response objects as the
+        node sent them (any order; match them by ``id``), errors included, not raised.
+
+        Raises ``httpx.TransportError`` when the node cannot be reached, and ``RPCError`` when the
+        whole batch is refused (oversize batch or body: -32005; parse error).
+        """
+        response = await self._http.post(self.url, json=requests)
+        if response.status_code == 204:
+            return []
+        body = response.json()
+        if isinstance(body, dict):  # one error for the whole batch
+            _unwrap(response)
+        return list(body)
+
     async def balance(self, address: bytes, token: bytes) -> int:
         """Balance of ``address`` in ``token``, base units."""
         return int(await self.call("qnx_getBalance", "0x" + address.hex(), "0x" + token.hex()))
+
+
+# --- WebSocket: calls and subscriptions on /ws -------------------------------------------------------
+
+
+def ws_url(url: str) -> str:
+    """The WebSocket endpoint of a node from its HTTP one: ``http://h:p/`` -> ``ws://h:p/ws`` (https: wss).
+    A ``ws://`` or ``wss://`` URL is returned as given."""
+    if url.startswith(("ws://", "wss://")):
+        return url
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    return f"{'wss' if scheme == 'https' else 'ws'}://{host}/ws"
+
+
+class Subscription:
+    """An active subscription: an async iterator of its results (``params.result`` of each push).
+
+    Shapes by kind (node/rpc/pubsub.py): ``newHeads`` header JSON; ``events`` the event JSON with
+    ``txHash``, ``blockHeight``, ``blockHash``, ``index``, ``eventIndex``; ``txStatus``
+    ``{"status": "admitted"|"committed"|"dropped", "txHash", "receipt"?, "reason"?}``. Iteration ends
+    after ``unsubscribe`` or when the client closes the connection; it raises
+    ``ConnectionClosedByNode`` when the node closes it (1008: this client read too slowly).
+    """
+
+    def __init__(self, client: WSClient, sid: str, kind: str, receive: trio.MemoryReceiveChannel[Any]) -> None:
+        self.client = client
+        self.id = sid
+        self.kind = kind
+        self._receive = receive
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self.client.closed_by_node is not None:
+                raise self.client.closed_by_node from None
+            raise StopAsyncIteration from None
+
+    async def next(self, timeout: float | None = None) -> Any:
+        """The next result, waiting at most ``timeout`` seconds (None: forever). Raises
+        ``trio.TooSlowError``, ``StopAsyncIteration`` (ended) or ``ConnectionClosedByNode``."""
+        with trio.fail_after(timeout if timeout is not None else float("inf")):
+            return await self.__anext__()
+
+    async def unsubscribe(self) -> bool:
+        """``qnx_unsubscribe``; pushes already received stay readable, then iteration ends."""
+        try:
+            return bool(await self.client.call("qnx_unsubscribe", self.id))
+        finally:
+            self.client._end_subscription(self.id)
+
+
+class WSClient:
+    """JSON-RPC 2.0 over one WebSocket (RFC 6455) to ``/ws``: calls and subscriptions multiplexed.
+
+    Open it with ``connect_websocket`` or ``AsyncClient.websocket``. One task reads every message and
+    routes responses by ``id`` and pushes by subscription id, each subscription into a buffer of
+    ``queue_size`` results; when a buffer is full the reader waits for its consumer, and so do all the
+    other calls of the connection (and, past the node's ``[rpc] ws_queue_size``, the node cuts the
+    connection off): read subscriptions promptly, or give each its own connection.
+    """
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, *, queue_size: int = 1024) -> None:
+        self._ws = ws
+        self._queue_size = queue_size
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[trio.MemorySendChannel[Any], Callable[[Any], Any] | None]] = {}
+        self._subs: dict[str, trio.MemorySendChannel[Any]] = {}
+        self.closed_by_node: ConnectionClosedByNode | None = None
+        """Set when the node closed the connection (its code and reason)."""
+        self._done = False
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """Call ``method`` with positional ``params``; returns the result. Raises ``RPCError`` or
+        ``ConnectionClosedByNode``."""
+        response = await self._request(method, list(params))
+        return _result(response)
+
+    async def _request(self, method: str, params: list[Any], on_result: Callable[[Any], Any] | None = None) -> Any:
+        if self._done:
+            raise self.closed_by_node or ConnectionClosedByNode(None, "connection closed")
+        rid = next(self._ids)
+        send, receive = trio.open_memory_channel[Any](1)
+        self._pending[rid] = (send, on_result)
+        try:
+            try:
+                await self._ws.send_message(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method,
+                                                        "params": params}))
+            except trio_websocket.ConnectionClosed as err:
+                raise self._closed(err) from None
+            try:
+                return await receive.receive()
+            except trio.EndOfChannel:
+                raise self.closed_by_node or ConnectionClosedByNode(None, "connection closed") from None
+        finally:
+            self._pending.pop(rid, None)
+
+    @asynccontextmanager
+    async def subscribe(self, kind: str, *args: Any) -> AsyncIterator[Subscription]:
+        """``qnx_subscribe [kind, *args]``: ``("newHeads")``, ``("events", {contract?, name?, indexed?})`` or
+        ``("txStatus", "0x<tx hash>")``; yields the ``Subscription`` and unsubscribes on exit (if the
+        connection is still open). Raises ``RPCError`` (-32602 bad params, -32005 too many
+        subscriptions), ``ConnectionClosedByNode``."""
+
+        def register(result: Any) -> Any:  # in the reader, before it reads the first push
+            if isinstance(result, str):
+                send, receive = trio.open_memory_channel[Any](self._queue_size)
+                self._subs[result] = send
+                return Subscription(self, result, kind, receive)
+            return result
+
+        response = await self._request("qnx_subscribe", [kind, *args], register)
+        sub = _result(response)
+        if not isinstance(sub, Subscription):
+            raise RPCError(-32603, "qnx_subscribe did not return a subscription id", sub)
+        try:
+            yield sub
+        finally:
+            if sub.id in self._subs and not self._done:
+                with trio.move_on_after(5), trio.CancelScope(shield=True):
+                    try:
+                        await sub.unsubscribe()
+                    except (RPCError, ConnectionClosedByNode):
+                        pass
+            self._end_subscription(sub.id)
+
+    def _end_subscription(self, sid: str) -> None:
+        send = self._subs.pop(sid, None)
+        if send is not None:
+            send.close()
+
+    def _closed(self, err: trio_websocket.ConnectionClosed) -> ConnectionClosedByNode:
+        reason = err.reason
+        if self.closed_by_node is None and not self._done:
+            self.closed_by_node = ConnectionClosedByNode(reason.code if reason else None,
+                                                         (reason.reason or "") if reason else "")
+        return self.closed_by_node or ConnectionClosedByNode(None, "connection closed")
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    text = await self._ws.get_message()
+                except trio_websocket.ConnectionClosed as err:
+                    self._closed(err)
+                    return
+                try:
+                    message = json.loads(text)
+                except ValueError:
+                    continue
+                for item in message if isinstance(message, list) else [message]:
+                    await self._route(item)
+        finally:
+            self._done = True
+            for send, _ in list(self._pending.values()):
+                send.close()
+            for send in list(self._subs.values()):
+                send.close()
+            self._subs.clear()
+
+    async def _route(self, item: Any) -> None:
+        if not isinstance(item, dict):
+            return
+        if item.get("method") == "qnx_subscription":
+            params = item.get("params")
+            params = params if isinstance(params, dict) else {}
+            sid = params.get("subscription")
+            send = self._subs.get(sid) if isinstance(sid, str) else None
+            if send is not None:
+                try:
+                    await send.send(params.get("result"))
+                except trio.ClosedResourceError:  # unsubscribed meanwhile
+                    pass
+            return
+        entry = self._pending.get(item.get("id"))  # type: ignore[arg-type]
+        if entry is None:
+            return
+        send, on_result = entry
+        if on_result is not None and "result" in item:
+            item = {**item, "result": on_result(item["result"])}
+        send.send_nowait(item)
+
+
+def _result(response: Any) -> Any:
+    if isinstance(response, dict) and "error" in response:
+        e = response["error"]
+        raise RPCError(e.get("code", -32603), e.get("message", ""), e.get("data"))
+    if not isinstance(response, dict):
+        raise RPCError(-32603, "unexpected response", response)
+    return response.get("result")
+
+
+@asynccontextmanager
+async def connect_websocket(url: str, *, token: str | None = None, queue_size: int = 1024,
+                            max_message_bytes: int = 64 * 1024 * 1024) -> AsyncIterator[WSClient]:
+    """Open a ``WSClient`` on ``url`` (``ws://host:port/ws``; ``ws_url`` converts an HTTP URL), closed
+    (code 1000) on exit. ``token``: the admin bearer token, sent on the handshake. ``queue_size``:
+    results buffered per subscription; ``max_message_bytes``: the largest message accepted from the node.
+
+    Raises ``RPCError`` when the node refuses the handshake with a JSON-RPC error (-32005: its
+    ``[rpc] max_connections`` is reached), ``trio_websocket.HandshakeError`` or ``OSError`` when
+    it cannot be reached.
+    """
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
+    entered = False
+    try:
+        async with trio_websocket.open_websocket_url(url, extra_headers=headers, message_queue_size=16,
+                                                     max_message_size=max_message_bytes) as ws:
+            entered = True
+            client = WSClient(ws, queue_size=queue_size)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client._read_loop)
+                try:
+                    yield client
+                finally:
+                    client._done = True
+                    nursery.cancel_scope.cancel()
+    except trio_websocket.ConnectionRejected as err:
+        if entered:
+            raise
+        try:
+            body = json.loads(err.body or b"")
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            e = body["error"]
+            raise RPCError(e.get("code", -32603), e.get("message", ""), e.get("data")) from None
+        raise

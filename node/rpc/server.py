@@ -4,14 +4,49 @@ HTTP ``POST /`` takes a request or a batch (JSON-RPC 2.0 §6: an empty array or 
 one error with ``id: null``; notifications get no response; a batch of only notifications gets an
 empty 204). ``GET /health`` is 200 while the node runs; ``GET /ready`` is 200 once it is
 connected to a quorum and not behind its peers; ``GET /metrics`` gives the Prometheus text format
-(node/metrics.py). Limits: body bytes and batch size (-32005).
-Every error carries the code of shared/RPC.md and, in ``data``, the detail.
+(node/metrics.py). Every error carries the code of shared/RPC.md and, in ``data``, the detail.
+
+WebSocket ``/ws`` (RFC 6455, ``node.rpc.ws``) serves the same methods and batches, one JSON text (or
+binary) message per request or batch, plus ``qnx_subscribe`` / ``qnx_unsubscribe`` (``node.rpc.pubsub``;
+over HTTP they answer -32601, as geth's "notifications not supported").
+
+Limits (``[rpc]``, each answered with -32005 and the limit in ``data``, never by a hang):
+
+* body bytes (HTTP 413) and WebSocket message bytes (``max_body_bytes``; hypercorn itself closes a
+  connection with 1009 for a message over twice that), batch size (``max_batch``);
+* ``max_connections``: HTTP requests in progress plus open WebSockets (ASGI shows requests, not TCP
+  connections; keep-alive connections that are idle cost nothing here) -> HTTP 503, or the WebSocket
+  handshake refused with 503 and the same JSON body;
+* ``requests_per_second`` / ``burst`` per client IP (``limits.RateLimiter``), each call of a batch
+  counted -> -32005 ``{limit, burst, retryAfterSeconds}``, HTTP 429 with ``Retry-After`` for a single
+  request. Opt-in (0 = unlimited, the default, as Besu and CometBFT), so local tools and benchmarks on
+  127.0.0.1 are never throttled; the client IP is the TCP peer's (a proxy's ``X-Forwarded-For`` is not
+  trusted);
+* ``max_subscriptions_per_connection``; ``ws_queue_size`` per WebSocket (a client reading slower
+  than its pushes arrive is cut off with close code 1008, see ``node.rpc.ws``).
+
+CORS (Fetch standard): ``cors_origins`` lists the origins allowed (``"*"``: any). A request whose
+``Origin`` is allowed gets ``Access-Control-Allow-Origin``; a preflight ``OPTIONS`` from an allowed
+origin gets 204 with the methods (GET, POST, OPTIONS), headers (Content-Type, Authorization) and a
+max age of 600 s, from another origin 403. A WebSocket handshake carrying an ``Origin`` that is not
+allowed is refused with 403 (cross-site WebSocket hijacking; non-browser clients send no Origin).
+
+Admin methods (``admin_peers``, ``admin_flushMempool``, ``admin_setLogLevel``) exist only with
+``admin_enabled = true``; otherwise they answer -32601 like any unknown method, so a public listener
+does not reveal them. With ``admin_token`` set, a call must carry ``Authorization: Bearer <token>``
+(RFC 6750; over WebSocket, on the handshake); with it empty, only loopback clients may call them.
+Otherwise: -32000 with ``data`` "unauthorized" (HTTP 401 with ``WWW-Authenticate: Bearer`` for a
+single request). -32000 rather than a new code: shared/RPC.md's invalid-input code, told apart by
+its data, so clients need no new code.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +73,14 @@ from node.rpc.errors import (
     NOT_FOUND,
     PARSE_ERROR,
     TX_REJECTED,
+    RateLimited,
     RPCError,
+    Unauthorized,
 )
+from node.rpc.limits import RateLimiter
+from node.rpc.openrpc import document
+from node.rpc.pubsub import parse_subscribe_params
+from node.rpc.ws import CallContext, WSConnection
 from state.codec import Value
 from state.exceptions import DecodeError
 from state.types import Call, Transaction, TxBody
@@ -51,6 +92,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("qenex.rpc")
 
 Handler = Callable[[list[Any]], Awaitable[Any]]
+ContextHandler = Callable[[list[Any], CallContext], Awaitable[Any]]
+
+ADMIN_METHODS = ("admin_peers", "admin_flushMempool", "admin_setLogLevel")
+"""Methods served only with ``[rpc] admin_enabled`` (and the token, if one is set)."""
+CORS_METHODS = b"GET, POST, OPTIONS"
+CORS_HEADERS = b"content-type, authorization"
+CORS_MAX_AGE = b"600"
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    """The value of request header ``name`` (lowercase), or None (the last one if repeated)."""
+    value = None
+    for key, v in scope.get("headers", []):
+        if key == name:
+            value = v
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1, or 127.x mapped into IPv6)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _params(params: Any, names: tuple[str, ...], required: int) -> list[Any]:
@@ -68,11 +135,22 @@ def _params(params: Any, names: tuple[str, ...], required: int) -> list[Any]:
 
 
 class RPCApp:
-    """The ASGI application; one per node. ``methods`` maps each method name to its handler."""
+    """The ASGI application; one per node (see the module docstring for transports, limits, CORS, admin).
+
+    ``methods`` maps each method name to (param names, required count, handler of the params);
+    ``context_methods`` likewise for the methods that need the caller's ``CallContext``
+    (subscriptions, admin). ``node.rpc.openrpc.SPECS`` describes every one of them.
+    """
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.limits = node.config.rpc
+        self.rate = RateLimiter[str](self.limits.requests_per_second, self.limits.burst, trio.current_time)
+        self.open_connections = 0
+        """HTTP requests in progress plus WebSocket connections open (``[rpc] max_connections``)."""
+        self.ws_cut_off = 0
+        """WebSocket clients cut off so far for reading too slowly."""
+        self._origins = frozenset(self.limits.cors_origins)
         self.methods: dict[str, tuple[tuple[str, ...], int, Handler]] = {
             "qnx_chainId": ((), 0, self.chain_id),
             "qnx_status": ((), 0, self.status),
@@ -93,11 +171,21 @@ class RPCApp:
             "qnx_getEvidence": ((), 0, self.get_evidence),
             "rpc.discover": ((), 0, self.discover),
         }
+        self.context_methods: dict[str, tuple[tuple[str, ...], int, ContextHandler]] = {
+            "qnx_subscribe": (("kind", "argument"), 1, self.subscribe),
+            "qnx_unsubscribe": (("subscriptionId",), 1, self.unsubscribe),
+        }
+        if self.limits.admin_enabled:
+            self.context_methods.update({
+                "admin_peers": ((), 0, self.admin_peers),
+                "admin_flushMempool": ((), 0, self.admin_flush_mempool),
+                "admin_setLogLevel": (("module", "level"), 2, self.admin_set_log_level),
+            })
 
     # --- ASGI -------------------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """ASGI entry point (HTTP and lifespan)."""
+        """ASGI 3 entry point: HTTP, WebSocket and lifespan scopes."""
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -106,28 +194,129 @@ class RPCApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
+        origin = _header(scope, b"origin")
+        cors = self._cors_headers(origin)
+        if method == "OPTIONS":
+            await self._preflight(send, origin, cors)
+            return
+        if self.open_connections >= self.limits.max_connections:
+            await self._send(send, 503, self._busy_error(), cors + [(b"retry-after", b"1")])
+            return
+        self.open_connections += 1
+        try:
+            await self._http(scope, receive, send, method, path, cors)
+        finally:
+            self.open_connections -= 1
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any, method: str, path: str,
+                    cors: list[tuple[bytes, bytes]]) -> None:
         if method == "GET" and path == "/health":
-            await self._send(send, 200, {"status": "ok", "height": self.node.chain.head.height})
+            await self._send(send, 200, {"status": "ok", "height": self.node.chain.head.height}, cors)
         elif method == "GET" and path == "/ready":
             ready, detail = self.readiness()
-            await self._send(send, 200 if ready else 503, {"ready": ready, **detail})
+            await self._send(send, 200 if ready else 503, {"ready": ready, **detail}, cors)
         elif method == "GET" and path == "/metrics":
             await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", CONTENT_TYPE.encode())]})
+                        "headers": [(b"content-type", CONTENT_TYPE.encode()), *cors]})
             await send({"type": "http.response.body", "body": self.node.metrics.render()})
         elif method == "POST" and path == "/":
             body = await self._read_body(scope, receive)
             if body is None:
                 err = RPCError(LIMIT_EXCEEDED, "request body too large", {"limit": self.limits.max_body_bytes})
-                await self._send(send, 413, {"jsonrpc": "2.0", "id": None, "error": err.to_json()})
+                await self._send(send, 413, {"jsonrpc": "2.0", "id": None, "error": err.to_json()}, cors)
                 return
-            status, response = await self.handle_body(body)
-            await self._send(send, status, response)
+            context = CallContext(client=self._client(scope), transport="http", admin=self._admin_allowed(scope))
+            status, response = await self.handle_body(body, context)
+            await self._send(send, status, response, cors + context.headers)
         else:
-            await self._send(send, 404, {"error": "POST / for JSON-RPC; GET /health, /ready, /metrics"})
+            await self._send(send, 404, {"error": "POST / for JSON-RPC, WebSocket /ws; GET /health, /ready, /metrics"},
+                             cors)
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """A WebSocket handshake: refuse (path, origin, load) or accept and serve it (``WSConnection``)."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        origin = _header(scope, b"origin")
+        if scope["path"] != "/ws":
+            await self._deny(scope, send, 404, {"error": "WebSocket JSON-RPC is served at /ws"})
+            return
+        if origin is not None and not self._cors_headers(origin):
+            await self._deny(scope, send, 403, {"error": "origin not allowed ([rpc] cors_origins)"})
+            return
+        if self.open_connections >= self.limits.max_connections:
+            await self._deny(scope, send, 503, self._busy_error())
+            return
+        self.open_connections += 1
+        try:
+            context = CallContext(client=self._client(scope), transport="ws", admin=self._admin_allowed(scope))
+            conn = WSConnection(self, context, queue_size=self.limits.ws_queue_size,
+                                max_subscriptions=self.limits.max_subscriptions_per_connection,
+                                max_message_bytes=self.limits.max_body_bytes)
+            await send({"type": "websocket.accept"})
+            await conn.run(receive, send)
+        finally:
+            self.open_connections -= 1
+
+    @staticmethod
+    async def _deny(scope: dict[str, Any], send: Any, status: int, payload: Any) -> None:
+        """Refuse a WebSocket handshake with an HTTP ``status`` and JSON body (ASGI websocket denial
+        response extension), or a plain 403 where the server lacks it."""
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "websocket.http.response.body", "body": json.dumps(payload).encode()})
+
+    def _busy_error(self) -> dict[str, Any]:
+        err = RPCError(LIMIT_EXCEEDED, "too many connections", {"limit": self.limits.max_connections})
+        return {"jsonrpc": "2.0", "id": None, "error": err.to_json()}
+
+    @staticmethod
+    def _client(scope: dict[str, Any]) -> str:
+        client = scope.get("client")
+        return str(client[0]) if client else ""
+
+    def _admin_allowed(self, scope: dict[str, Any]) -> bool:
+        """Whether this request may call admin methods (see the module docstring)."""
+        if not self.limits.admin_enabled:
+            return False
+        token = self.limits.admin_token
+        if not token:
+            return _is_loopback(self._client(scope))
+        given = _header(scope, b"authorization") or b""
+        return hmac.compare_digest(given, b"Bearer " + token.encode())
+
+    def _cors_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+        """``Access-Control-Allow-Origin`` (and ``Vary``) for an allowed ``origin``, else nothing."""
+        if origin is None or not self._origins:
+            return []
+        if "*" in self._origins:
+            return [(b"access-control-allow-origin", b"*"), (b"access-control-expose-headers", b"retry-after")]
+        if origin.decode("latin-1") in self._origins:
+            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin"),
+                    (b"access-control-expose-headers", b"retry-after")]
+        return []
+
+    async def _preflight(self, send: Any, origin: bytes | None, cors: list[tuple[bytes, bytes]]) -> None:
+        """``OPTIONS``: a CORS preflight (Fetch §3.2) from an allowed origin gets 204 with what it may do."""
+        if origin is None:
+            await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", CORS_METHODS)]})
+            await send({"type": "http.response.body", "body": b""})
+        elif not cors:
+            await self._send(send, 403, {"error": "origin not allowed ([rpc] cors_origins)"}, [(b"vary", b"Origin")])
+        else:
+            await send({"type": "http.response.start", "status": 204, "headers": [
+                *cors, (b"access-control-allow-methods", CORS_METHODS),
+                (b"access-control-allow-headers", CORS_HEADERS), (b"access-control-max-age", CORS_MAX_AGE)]})
+            await send({"type": "http.response.body", "body": b""})
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | None:
         limit = self.limits.max_body_bytes
@@ -146,54 +335,91 @@ class RPCApp:
                 return b"".join(chunks)
 
     @staticmethod
-    async def _send(send: Any, status: int, payload: Any) -> None:
+    async def _send(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json")] if payload is not None else []
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
         await send({"type": "http.response.body", "body": body})
 
     # --- JSON-RPC 2.0 -------------------------------------------------------------------------------
 
-    async def handle_body(self, body: bytes) -> tuple[int, Any]:
-        """Process a request body; returns (HTTP status, response JSON or None for no body)."""
+    async def handle_body(self, body: bytes, context: CallContext | None = None) -> tuple[int, Any]:
+        """Process a request body (HTTP) or message (WebSocket) from the caller ``context`` (default: an
+        HTTP caller without admin rights); returns (HTTP status, response JSON or None for no body).
+
+        A single request answered with an error that has an HTTP status (429 rate limited, 401
+        unauthorized) gets that status, and its headers land in ``context.headers``.
+        """
+        context = context if context is not None else CallContext()
         try:
             request = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            return 200, _error(None, RPCError(PARSE_ERROR, "parse error", str(err)))
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
+            return 200, _error(None, RPCError(PARSE_ERROR, "parse error", str(err)[:200]))
         if isinstance(request, list):
             if not request:
                 return 200, _error(None, RPCError(INVALID_REQUEST, "empty batch"))
             if len(request) > self.limits.max_batch:
                 return 200, _error(None, RPCError(LIMIT_EXCEEDED, "batch too large",
                                                   {"limit": self.limits.max_batch, "size": len(request)}))
-            responses = [r for r in [await self.handle_one(item) for item in request] if r is not None]
+            responses = [r for r in [await self.handle_one(item, context) for item in request] if r is not None]
+            context.status = None
+            context.headers.clear()
             return (200, responses) if responses else (204, None)
-        response = await self.handle_one(request)
-        return (200, response) if response is not None else (204, None)
+        response = await self.handle_one(request, context)
+        return (context.status or 200, response) if response is not None else (204, None)
 
-    async def handle_one(self, request: Any) -> dict[str, Any] | None:
-        """One request object; None for a notification."""
+    async def handle_one(self, request: Any, context: CallContext | None = None) -> dict[str, Any] | None:
+        """One request object; None for a notification. Charges the caller's rate limit first."""
+        context = context if context is not None else CallContext()
+        rid = request.get("id") if isinstance(request, dict) else None
+        wait = self.rate.check(context.client)
+        if wait:
+            err = RateLimited(self.rate.rate, self.rate.burst, wait)
+            self._note_status(context, err)
+            valid_id = rid is None or (isinstance(rid, str | int) and not isinstance(rid, bool))
+            return None if isinstance(request, dict) and "id" not in request else _error(rid if valid_id else None,
+                                                                                         err)
         if not isinstance(request, dict):
             return _error(None, RPCError(INVALID_REQUEST, "a request is a JSON object"))
-        rid = request.get("id")
         is_notification = "id" not in request
-        if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int | float)):
+        if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int | float)
+                                or (isinstance(rid, float) and not math.isfinite(rid))):
             return _error(None, RPCError(INVALID_REQUEST, "id must be a string, number or null"))
         method = request.get("method")
         if request.get("jsonrpc") != "2.0" or not isinstance(method, str):
             return _error(rid, RPCError(INVALID_REQUEST, 'need "jsonrpc": "2.0" and a string "method"'))
         try:
             entry = self.methods.get(method)
-            if entry is None:
-                raise RPCError(METHOD_NOT_FOUND, f"method {method!r} not found")
-            names, required, handler = entry
-            result = await handler(_params(request.get("params"), names, required))
+            if entry is not None:
+                names, required, handler = entry
+                result = await handler(_params(request.get("params"), names, required))
+            else:
+                found = self.context_methods.get(method)
+                if found is None:
+                    raise RPCError(METHOD_NOT_FOUND, f"method {method[:100]!r} not found")
+                if method in ADMIN_METHODS and not context.admin:
+                    raise Unauthorized()
+                names, required, context_handler = found
+                result = await context_handler(_params(request.get("params"), names, required), context)
         except RPCError as err:
+            self._note_status(context, err)
             return None if is_notification else _error(rid, err)
         except Exception as err:
             log.exception("internal error in %s", method)
             return None if is_notification else _error(rid, RPCError(INTERNAL_ERROR, "internal error", str(err)))
         return None if is_notification else {"jsonrpc": "2.0", "id": rid, "result": result}
+
+    @staticmethod
+    def _note_status(context: CallContext, err: RPCError) -> None:
+        """Remember the HTTP status and headers an error asks for (used when it is the whole response)."""
+        if err.http_status is None:
+            return
+        context.status = err.http_status
+        if isinstance(err, RateLimited):
+            retry = math.ceil(err.retry_after) if math.isfinite(err.retry_after) else 60
+            context.headers[:] = [(b"retry-after", str(max(1, retry)).encode())]
+        elif isinstance(err, Unauthorized):
+            context.headers[:] = [(b"www-authenticate", b'Bearer realm="qenex-admin"')]
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -492,17 +718,80 @@ class RPCApp:
         ]
 
     async def discover(self, p: list[Any]) -> dict[str, Any]:
-        """``rpc.discover``: an OpenRPC document of the methods served."""
-        return {
-            "openrpc": "1.2.6",
-            "info": {"title": "QENEX Ledger JSON-RPC", "version": "1.0.0"},
-            "methods": [
-                {"name": name, "params": [{"name": n, "required": i < req, "schema": {}} for i, n in enumerate(names)],
-                 "result": {"name": "result", "schema": {}},
-                 "description": (handler.__doc__ or "").strip()}
-                for name, (names, req, handler) in sorted(self.methods.items())
-            ],
-        }
+        """``rpc.discover``: the OpenRPC 1.2.6 document of the methods this node serves (``node.rpc.openrpc``;
+        the admin methods only when ``[rpc] admin_enabled``)."""
+        return document([*self.methods, *self.context_methods])
+
+    # --- subscriptions (WebSocket only) ------------------------------------------------------------
+
+    async def subscribe(self, p: list[Any], context: CallContext) -> str:
+        """``qnx_subscribe``: ``["newHeads"]``, ``["events", filter]`` or ``["txStatus", txHash]``; the
+        subscription id (``node.rpc.pubsub`` gives what each push carries). A txStatus already known
+        (pending, committed or dropped) is pushed at once. -32601 over HTTP, -32602 for bad params,
+        -32005 beyond ``[rpc] max_subscriptions_per_connection``."""
+        if context.ws is None:
+            raise RPCError(METHOD_NOT_FOUND, "qnx_subscribe is served over WebSocket only",
+                           {"websocket": "/ws"})
+        kind, argument = parse_subscribe_params(p)
+        initial = self._tx_status(argument) if kind == "txStatus" else None  # type: ignore[arg-type]
+        return context.ws.subscribe(kind, argument, context, initial)
+
+    def _tx_status(self, tx_hash: bytes) -> dict[str, Any] | None:
+        """The txStatus push of what is known of ``tx_hash`` now, or None."""
+        receipt = self._receipt(tx_hash)
+        if receipt is not None:
+            return {"status": "committed", "txHash": J.hexb(tx_hash), "receipt": receipt}
+        if tx_hash in self.node.mempool:
+            return {"status": "admitted", "txHash": J.hexb(tx_hash)}
+        reason = self.node.dropped.get(tx_hash)  # type: ignore[call-overload]
+        if reason is not None:
+            return {"status": "dropped", "txHash": J.hexb(tx_hash), "reason": reason}
+        return None
+
+    async def unsubscribe(self, p: list[Any], context: CallContext) -> bool:
+        """``qnx_unsubscribe``: ``true``; -32001 if this connection has no such subscription, -32601 over
+        HTTP. Pushes queued before the response still arrive; none after it."""
+        if context.ws is None:
+            raise RPCError(METHOD_NOT_FOUND, "qnx_unsubscribe is served over WebSocket only",
+                           {"websocket": "/ws"})
+        return context.ws.unsubscribe(p[0])
+
+    # --- admin (only with [rpc] admin_enabled) ----------------------------------------------------
+
+    async def admin_peers(self, p: list[Any], context: CallContext) -> list[dict[str, Any]]:
+        """``admin_peers``: each connected peer's ``nodeId``, validator ``name`` (null for an observer),
+        remote ``address`` (host:port), ``direction`` and ``score`` (0 neutral; at ``[p2p]
+        ban_threshold`` it is banned)."""
+        net = self.node.net
+        if net is None:
+            return []
+        names = {v.node_id: v.name for v in self.node.validators}
+        return [{"nodeId": J.hexb(peer), "name": names.get(peer), "address": remote, "direction": direction,
+                 "score": net.score(peer)} for peer, remote, direction in net.peer_info()]
+
+    async def admin_flush_mempool(self, p: list[Any], context: CallContext) -> dict[str, int]:
+        """``admin_flushMempool``: drop every pending transaction; ``{"dropped": n}``. Clients waiting in
+        ``qnx_sendRawTransactionAndWait`` get -32003 and txStatus subscribers a dropped push, with the reason."""
+        dropped = self.node.flush_mempool()
+        log.warning("admin_flushMempool from %s: %d pending transactions dropped", context.client, dropped)
+        return {"dropped": dropped}
+
+    async def admin_set_log_level(self, p: list[Any], context: CallContext) -> dict[str, str]:
+        """``admin_setLogLevel [module, level]``: set logger ``module`` ("" or "root": the root logger) to
+        DEBUG, INFO, WARNING, ERROR or CRITICAL until the next SIGHUP reload of ``[log]``; returns
+        ``{module, level, previous}``. -32602 for a bad name or level."""
+        from node.exceptions import ConfigError
+        from node.logs import set_module_level
+
+        module, level = p
+        if not isinstance(module, str) or not isinstance(level, str) or len(module) > 200:
+            raise RPCError(INVALID_PARAMS, "module and level must be strings")
+        try:
+            previous = set_module_level(module, level)
+        except ConfigError as err:
+            raise RPCError(INVALID_PARAMS, str(err)) from None
+        log.warning("admin_setLogLevel from %s: %s=%s", context.client, module or "root", level.upper())
+        return {"module": module, "level": level.upper(), "previous": previous}
 
 
 MAX_PROOF_KEYS = 256
@@ -551,11 +840,15 @@ def _error(rid: Any, err: RPCError) -> dict[str, Any]:
 
 
 async def serve_rpc(node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the node's JSON-RPC on ``[rpc] host:port`` with hypercorn until cancelled."""
+    """Serve the node's JSON-RPC (HTTP ``POST /``, WebSocket ``/ws``) on ``[rpc] host:port`` with hypercorn
+    until cancelled; ``task_status.started`` gets the bound URLs (``http://host:port``)."""
     cfg = HyperConfig()
     cfg.bind = [f"{node.config.rpc.host}:{node.config.rpc.port}"]
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("qenex.rpc.http")
     cfg.graceful_timeout = 1.0
     cfg.keep_alive_timeout = 30.0
+    # Messages up to max_body_bytes are served; up to twice that the app answers -32005; beyond, hypercorn
+    # closes the connection with 1009 (message too big) before buffering more.
+    cfg.websocket_max_message_size = 2 * node.config.rpc.max_body_bytes
     await serve(RPCApp(node), cfg, task_status=task_status)  # type: ignore[arg-type]
