@@ -385,6 +385,12 @@ class Replica:
             return []
         return self._start_view_change(self.view + 1)
 
+    def holds_pre_prepare(self, view: int, seq: int, block_hash: bytes) -> bool:
+        """Whether the slot (``view``, ``seq``) holds a pre-prepare of ``block_hash`` (so a copy of
+        it received again changes nothing, §4.2: the first pre-prepare of a slot counts)."""
+        slot = self._slots.get((view, seq))
+        return slot is not None and slot.pre_prepare is not None and slot.pre_prepare.block_hash == block_hash
+
     def retransmit(self) -> list[Message]:
         """This replica's own messages for the undecided ``next_seq``, to send again.
 

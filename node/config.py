@@ -139,7 +139,7 @@ class ConsensusSection:
 
     block_interval_ms: int = 200
     empty_block_interval_ms: int = 1000
-    max_block_txs: int = 2000
+    max_block_txs: int = 500
     retransmit_ms: int = 1000
     status_interval_ms: int = 1000
     max_clock_drift_ms: int = 5000

@@ -21,7 +21,7 @@ from typing import Final
 
 from consensus.messages import Checkpoint, NewView, PrePrepare, ViewChange, Vote
 from crypto.hashing import Hash32
-from state.codec import Struct, decode_value, encode
+from state.codec import Struct, attach_encodings, decode_value, encode
 from state.exceptions import DecodeError
 from state.types import Block, CommitCertificate
 
@@ -123,4 +123,10 @@ def unpack(payload: bytes, max_size: int) -> tuple[int, Message]:
     cls = _BODY.get(kind)
     if cls is None:
         raise DecodeError(f"unknown message type {kind}")
-    return kind, cls.from_value(body)  # type: ignore[return-value]
+    message = cls.from_value(body)
+    if kind in _CARRY_BLOCKS:  # their transactions keep their bytes: hashing them encodes nothing
+        attach_encodings(message, bytes(payload), element=1)
+    return kind, message  # type: ignore[return-value]
+
+
+_CARRY_BLOCKS: Final = frozenset({PRE_PREPARE, BLOCKS, VIEW_CHANGE, NEW_VIEW})

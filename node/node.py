@@ -19,6 +19,7 @@ chain store and the mempool need no locks. Consensus actions are carried out in 
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -83,6 +84,8 @@ GOSSIP_KINDS = frozenset({M.TX, M.TXS})
 MAX_TX_BACKLOG = 20_000
 BUSY_BACKLOG = 2_000
 """With this many gossiped transactions waiting, clients' new transactions are refused (node busy)."""
+BUSY_BLOCKS = 4
+"""...and likewise with this many full blocks' worth (``max_block_txs``) of transactions pending."""
 """Gossiped transactions waiting for admission at most; more are dropped (their sender re-offers)."""
 ADMIT_SLICE = 64
 """Gossiped transactions admitted between two looks at the peer messages waiting."""
@@ -190,6 +193,10 @@ class Node:
         """Admitted raw transactions not yet gossiped (sent in TXS batches, ``flush_gossip``)."""
         self._gossip_bytes = 0
         self.tx_backlog: collections.deque[bytes] = collections.deque()
+        self.retransmits = 0
+        """Retransmissions since the last commit (each doubles the wait before the next)."""
+        self._seen_proposals: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        """Digests of PRE-PREPARE payloads the replica holds: a retransmitted copy is not decoded again."""
         """Gossiped raw transactions waiting for admission; consensus messages go first."""
 
     # --- consensus records --------------------------------------------------------------------
@@ -280,11 +287,12 @@ class Node:
             return tx.hash
         if self.chain.tx_location(tx.hash) is not None:
             raise TxRejected("already committed", f"transaction 0x{tx.hash.hex()} is in the chain")
-        if gossip and len(self.tx_backlog) >= BUSY_BACKLOG:
-            # shed load at the edge: the gossip of the other validators' clients waits for
-            # verification already; taking more would only delay consensus (CPU) and every client
-            raise TxRejected("node busy", f"{len(self.tx_backlog)} gossiped transactions wait for "
-                             "verification; retry later or at another validator")
+        if gossip and (len(self.tx_backlog) >= BUSY_BACKLOG
+                       or len(self.mempool) >= BUSY_BLOCKS * self.config.consensus.max_block_txs):
+            # shed load at the edge: more than the next blocks can take already waits, so taking
+            # more would only lengthen every client's wait and starve consensus of CPU
+            raise TxRejected("node busy", f"{len(self.mempool)} transactions pending and {len(self.tx_backlog)} "
+                             "gossiped ones waiting for verification; retry later or at another validator")
         tx.verify_signature()
         if tx.hash in self.mempool:  # the same body under another (hedged) signature
             return tx.hash
@@ -459,6 +467,7 @@ class Node:
         self.pubsub.block_committed(block, done.receipts)
         self.last_commit_time = self.last_progress = trio.current_time()
         self.timeouts = 0
+        self.retransmits = 0
         self.metrics.on_commit(len(block.transactions), size,
                                (self.clock_ms() - block.header.timestamp_ms) / 1000)
         self.commit_event.set()
@@ -539,6 +548,12 @@ class Node:
 
     def on_message(self, peer: bytes, payload: bytes) -> None:
         """Handle one frame from ``peer``; a bad one is logged and dropped, never fatal."""
+        digest = None
+        if len(payload) > 2 and payload[1] == M.PRE_PREPARE:
+            digest = hashlib.blake2b(payload, digest_size=16).digest()
+            if digest in self._seen_proposals:
+                self.metrics.on_message(M.PRE_PREPARE, len(payload))
+                return  # the same bytes again (a retransmission): the replica already holds it
         try:
             kind, body = M.unpack(payload, self.config.p2p.max_frame_bytes)
             self.metrics.on_message(kind, len(payload))
@@ -553,6 +568,11 @@ class Node:
                 if body.seq > self.replica.next_seq:
                     self._maybe_sync(peer, body.seq - 1)
                 self.carry_out(self.replica.receive(body))
+                if digest is not None and isinstance(body, PrePrepare) \
+                        and self.replica.holds_pre_prepare(body.view, body.seq, body.block_hash):
+                    self._seen_proposals[digest] = None
+                    while len(self._seen_proposals) > 64:
+                        self._seen_proposals.popitem(last=False)
             elif kind in (M.VIEW_CHANGE, M.NEW_VIEW, M.CHECKPOINT):
                 assert isinstance(body, ViewChange | NewView | Checkpoint)  # noqa: S101
                 self.carry_out(self.replica.receive(body))
@@ -797,9 +817,12 @@ class Node:
                 for i in range(0, len(again), M.MAX_TXS_PER_MESSAGE):
                     self._broadcast(M.TXS, tuple(again[i:i + M.MAX_TXS_PER_MESSAGE]))
                 self._note_dropped(self.mempool.expire(now, self.config.mempool.ttl_seconds))
-            quiet = now - self.last_commit_time >= c.retransmit_ms / 1000
-            if quiet and now - last_retransmit >= c.retransmit_ms / 1000:
+            # retransmit while no block commits, each time waiting twice as long (up to 16x): an
+            # overloaded network is not sent its megabyte proposals again every second
+            wait = c.retransmit_ms / 1000 * (2 ** min(self.retransmits, 4))
+            if now - self.last_commit_time >= c.retransmit_ms / 1000 and now - last_retransmit >= wait:
                 last_retransmit = now
+                self.retransmits += 1
                 for message in self.replica.retransmit():
                     self._broadcast(M.kind_of(message), message)
             self._check_view_timer(now)

@@ -95,6 +95,14 @@ def encode(value: Value) -> bytes:
     return packed
 
 
+def _has_encoding(value: Value) -> bool:
+    """Whether ``value`` is a struct, or an array of structs, whose encoding is already known (then
+    joining the parts beats packing the whole again)."""
+    if isinstance(value, Struct):
+        return "_encoding" in value.__dict__
+    return type(value) is tuple and bool(value) and isinstance(value[0], Struct) and "_encoding" in value[0].__dict__
+
+
 def _array_header(n: int) -> bytes:
     """msgpack's shortest array header for ``n`` elements (fixarray, array 16, array 32)."""
     if n < 16:
@@ -173,6 +181,47 @@ def body_slice(data: bytes) -> bytes:
     return bytes(data[start:unpacker.tell()])
 
 
+def attach_encodings(value: Struct, data: bytes, *, element: int | None = None) -> None:
+    """Record on ``value``, and on the structs nested in it, the slices of ``data`` that encode
+    them, so that encoding or hashing them later (a block's transactions, say) reuses those bytes
+    instead of encoding again. ``data`` must be the canonical encoding ``value`` was decoded from
+    (``decode_value`` checked it), or, with ``element``, of an array whose element at that index
+    ``value`` is. Structs whose class sets ``_encoding_leaf`` get their slice without the walk
+    descending into their fields. Raises ``DecodeError`` if ``data`` does not have that shape.
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    try:
+        if element is not None:
+            if unpacker.read_array_header() <= element:
+                raise DecodeError("no such element")
+            for _ in range(element):
+                unpacker.skip()
+        _attach(value, unpacker, data)
+    except DecodeError:
+        raise
+    except Exception as err:
+        raise DecodeError(f"encoding does not match the value: {type(err).__name__}") from None
+
+
+def _attach(value: Value, unpacker: Any, data: bytes) -> None:
+    if isinstance(value, Struct):
+        start = unpacker.tell()
+        if getattr(value, "_encoding_leaf", False):
+            unpacker.skip()
+        else:
+            unpacker.read_array_header()
+            for name in value._field_names():
+                _attach(getattr(value, name), unpacker, data)
+        value.__dict__["_encoding"] = data[start:unpacker.tell()]
+    elif type(value) is tuple and value and isinstance(value[0], Struct):
+        unpacker.read_array_header()
+        for v in value:
+            _attach(v, unpacker, data)
+    else:
+        unpacker.skip()
+
+
 def _check_profile(value: Value, depth: int) -> None:
     t = type(value)
     if t is tuple:
@@ -219,7 +268,7 @@ class Struct:
                 raise ValueError(f"nesting deeper than {MAX_DEPTH}")
             names = self._field_names()
             fields = [getattr(self, name) for name in names]
-            if any(isinstance(f, Struct) or (type(f) is tuple and f and isinstance(f[0], Struct)) for f in fields):
+            if any(_has_encoding(f) for f in fields):
                 cached = _array_header(len(fields)) + b"".join(_encode_at(f, depth + 1) for f in fields)
             else:
                 cached = msgpack.packb(_to_wire(self, depth), use_bin_type=True)

@@ -40,6 +40,8 @@ class TxBody(Struct):
     ``gas_limit`` bounds the gas of all ``calls`` together; ``chain_id`` binds it to one chain.
     """
 
+    _encoding_leaf = True  # attach_encodings: a body's slice is all its transaction's hash needs
+
     chain_id: str
     sender: Address
     nonce: int

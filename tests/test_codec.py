@@ -16,7 +16,7 @@ from crypto.hashing import sha3
 from crypto.keys import KeyPair, address_of
 from crypto.signatures import ED25519, ML_DSA_44, Context
 from state import testing as sst
-from state.codec import DEFAULT_MAX_SIZE, Struct, decode_value, encode
+from state.codec import DEFAULT_MAX_SIZE, Struct, _to_wire, attach_encodings, decode_value, encode
 from state.exceptions import DecodeError
 from state.types import (
     Block,
@@ -331,13 +331,38 @@ def test_struct_size_limit(tx: Transaction) -> None:
 def test_struct_round_trip(cls: type[Struct], strategy: st.SearchStrategy[Any], data: st.DataObject) -> None:
     value = data.draw(strategy)
     encoded = value.encode()
-    assert encoded == encode(value)
+    assert encoded == encode(value) == msgpack.packb(_to_wire(value), use_bin_type=True)  # cache == fresh
     decoded = cls.decode(encoded)
     assert type(decoded) is cls
     assert decoded == value
     assert decoded.encode() == encoded
     # A struct is the array of its fields, in declaration order.
     assert typed(decode_value(encoded)) == typed(decode_value(encode(fields(value))))
+
+
+@given(block=sst.blocks(), kind=st.integers(0, 127))
+def test_attached_encodings_are_the_structs_own(block: Block, kind: int) -> None:
+    """A block decoded from a message keeps, on itself and each transaction (and its body), the
+    exact bytes a fresh encoding gives: hashes computed from them are the real ones."""
+    payload = encode((kind, block))
+    decoded = Block.decode(encode(block))
+    again = Block.from_value(decode_value(payload)[1])
+    attach_encodings(again, payload, element=1)
+    for ours, theirs in zip(again.transactions, block.transactions, strict=True):
+        fresh = msgpack.packb(_to_wire(theirs), use_bin_type=True)
+        assert ours.__dict__["_encoding"] == fresh == ours.encode()
+        assert ours.body.__dict__["_encoding"] == msgpack.packb(_to_wire(theirs.body), use_bin_type=True)
+        assert ours.hash == sha3(msgpack.packb(_to_wire(theirs.body), use_bin_type=True))
+    assert again.encode() == decoded.encode() == msgpack.packb(_to_wire(block), use_bin_type=True)
+    assert again.hash == block.hash
+
+
+def test_attach_refuses_a_mismatched_encoding() -> None:
+    block = Block(BlockHeader("c", 1, 0, b"\x00" * 32, 1, 0, b"\x00" * 32, b"\x00" * 32, b"\x00" * 32, 0), ())  # type: ignore[arg-type]
+    with pytest.raises(DecodeError):
+        attach_encodings(block, encode((1,)), element=3)
+    with pytest.raises(DecodeError):
+        attach_encodings(block, b"\xc1")
 
 
 GENESIS = Genesis(

@@ -148,3 +148,33 @@ async def test_pool_lifecycle_over_rpc(live_node: LiveNode) -> None:
     assert (await error(live, "qnx_getPool", hexa(token_a)))["code"] == -32602
     assert (await error(live, "qnx_getPool", "0x12", hexa(token_a)))["code"] == -32602
 
+
+
+async def test_get_token_of_a_pool_gives_its_lp_token(live_node: LiveNode) -> None:
+    """``qnx_getToken`` on a pool's address describes its LP shares (minter null), never -32603."""
+    live = live_node
+    lp = Wallet(live)
+    receipt = await lp.send([deploy_token_call("Alpha", "ALP", 18, lp.address),
+                             deploy_token_call("Beta", "BET", 6, lp.address)])
+    assert receipt["status"] == "success", receipt
+    token_a, token_b = (bytes.fromhex(x[2:]) for x in receipt["output"])
+    receipt = await lp.send([*deploy_amm_calls(), Call(token_a, "mint", (lp.address, 10**30)),
+                             Call(token_b, "mint", (lp.address, 10**30)), create_pool_call(token_a, token_b)])
+    assert receipt["status"] == "success", receipt
+    created_at = receipt["blockHeight"]
+    pair = A.pair_address(A.CANONICAL_FACTORY, token_a, token_b)
+    receipt = await lp.send(add_liquidity_calls(token_a, token_b, 4 * 10**21, 10**21, lp.address, DEADLINE))
+    assert receipt["status"] == "success", receipt
+
+    lp_token = {"address": hexa(pair), "name": A.LP_NAME, "symbol": A.LP_SYMBOL, "decimals": 18,
+                "totalSupply": str(2 * 10**21), "minter": None}
+    assert await result(live, "qnx_getToken", hexa(pair)) == lp_token
+    assert await result(live, "qnx_getToken", hexa(pair), created_at) == {**lp_token, "totalSupply": "0"}
+    # before the pool existed, and contracts that are no token: -32001 with a reason
+    for address, block in ((pair, created_at - 1), (A.CANONICAL_FACTORY, "latest"), (b"\x07" * 20, "latest")):
+        err = await error(live, "qnx_getToken", hexa(address), block)
+        assert err["code"] == -32001 and "no token at this address" in err["message"], err
+    # a token/v1 still answers with its minter
+    token = await result(live, "qnx_getToken", hexa(token_b))
+    assert token == {"address": hexa(token_b), "name": "Beta", "symbol": "BET", "decimals": 6,
+                     "totalSupply": str(10**30), "minter": hexa(lp.address)}

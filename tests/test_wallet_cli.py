@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,14 @@ from hypothesis import strategies as st
 
 from contracts import amm as A
 from contracts.builtin import UINT256_MAX
+from contracts.vm import contract_address
+from crypto.keys import KeyPair
+from node.rpc.client import DEFAULT_GAS_LIMIT, deploy_token_call, sign_transaction, transfer_call
 from node.rpc.errors import RPCError
 from node.wallet.amounts import format_amount, parse_amount, parse_duration, parse_slippage
-from node.wallet.cli import main, rpc_error_message
+from node.wallet.cli import TOKEN_GAS_LIMIT, event_filters, main, rpc_error_message
 from node.wallet.exceptions import AmountError
+from state.types import Call, Transaction
 from tests.conftest import LiveNode, poll_until
 
 WALLET_SCRIPT = Path(sys.executable).parent / "qenex-wallet"
@@ -142,7 +147,7 @@ def test_the_console_script_is_installed() -> None:
     done = subprocess.run([str(WALLET_SCRIPT), "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     for command in ("new", "balance", "transfer", "approve", "token", "pool", "add-liquidity", "remove-liquidity",
-                    "swap", "quote", "tx"):
+                    "swap", "quote", "tx", "watch"):
         assert command in done.stdout
     done = subprocess.run([str(WALLET_SCRIPT), "transfer"], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "the following arguments are required" in done.stderr
@@ -361,3 +366,160 @@ async def test_console_script_against_a_live_node(live_node: LiveNode, tmp_path:
                                   capture_stderr=True, check=False, env={"QENEX_RPC": live_node.url, "PATH": ""})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"address": address, "nonce": 0}
+
+
+# --- watch --------------------------------------------------------------------------------------------
+
+
+def test_watch_address_filters_cover_every_indexed_field() -> None:
+    """One pubsub filter can not say "from OR to" (its positions are ANDed): one filter per position."""
+    token, me = b"\x01" * 20, b"\x02" * 20
+    assert event_filters(token, "Transfer", None) == [{"contract": "0x" + "01" * 20, "name": "Transfer"}]
+    assert event_filters(None, None, None) == [{}]
+    assert event_filters(token, "Transfer", me) == [
+        {"contract": "0x" + "01" * 20, "name": "Transfer", "indexed": ["0x" + "02" * 20]},
+        {"contract": "0x" + "01" * 20, "name": "Transfer", "indexed": [None, "0x" + "02" * 20]}]
+    assert len(event_filters(None, "Mint", me)) == 1  # Mint has one indexed field, sender
+    assert len(event_filters(token, None, me)) == 2  # any event: the two fields built-in events have at most
+
+
+class Account:
+    """An ML-DSA-44 key sending straight to the node (not through the CLI: capsys collects what a
+    ``watch`` running meanwhile prints)."""
+
+    def __init__(self, live: LiveNode) -> None:
+        self.live, self.key, self.nonce = live, KeyPair.generate(), 0
+
+    @property
+    def address(self) -> str:
+        return "0x" + self.key.address.hex()
+
+    def sign(self, calls: list[Call], gas_limit: int = DEFAULT_GAS_LIMIT) -> Transaction:
+        tx = sign_transaction(self.key, "qenex-test", self.nonce, calls, gas_limit)
+        self.nonce += 1
+        return tx
+
+    async def submit(self, tx: Transaction) -> dict[str, Any]:
+        """Send ``tx`` and wait for its receipt."""
+        body = (await self.live.rpc("qnx_sendRawTransactionAndWait", "0x" + tx.encode().hex(), 30)).json()
+        assert "result" in body, body
+        return body["result"]  # type: ignore[no-any-return]
+
+    async def send(self, calls: list[Call], gas_limit: int = DEFAULT_GAS_LIMIT) -> dict[str, Any]:
+        receipt = await self.submit(self.sign(calls, gas_limit))
+        assert receipt["status"] == "success", receipt
+        return receipt
+
+    async def create_token(self, symbol: str, decimals: int, supply: int) -> bytes:
+        """Deploy a token/v1 and mint ``supply`` base units to this account; its address."""
+        token = contract_address(self.key.address, self.nonce, 0)
+        await self.send([deploy_token_call(symbol, symbol, decimals, self.key.address),
+                         Call(token, "mint", (self.key.address, supply))], TOKEN_GAS_LIMIT)
+        return token
+
+
+@dataclass
+class Watch:
+    """A ``qenex-wallet watch`` running in a worker thread; ``done`` is set once it exits with ``code``."""
+
+    code: int | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    async def exit_code(self) -> int | None:
+        with trio.fail_after(60):
+            await self.done.wait()
+        return self.code
+
+
+async def start_watch(nursery: trio.Nursery, live: LiveNode, *argv: str, subscriptions: int) -> Watch:
+    """Run ``qenex-wallet --rpc URL watch argv`` in a worker thread; return once the node holds its
+    ``subscriptions`` (what is committed from then on reaches it)."""
+    hub = live.node.pubsub
+    await poll_until(lambda: len(hub) == 0, what="earlier watchers are gone", timeout=30)
+    watch = Watch()
+
+    async def run() -> None:
+        watch.code = await trio.to_thread.run_sync(main, ["--rpc", live.url, "watch", *argv],
+                                                   abandon_on_cancel=True)
+        watch.done.set()
+
+    nursery.start_soon(run)
+    await poll_until(lambda: len(hub) == subscriptions or watch.done.is_set(),
+                     what=f"the watcher holds {subscriptions} subscriptions", timeout=30)
+    assert not watch.done.is_set(), watch.code
+    return watch
+
+
+@pytest.mark.usefixtures("wallet_env")
+async def test_watch_streams_a_tokens_transfers(live_node: LiveNode, nursery: trio.Nursery,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    alice, bob, carol = Account(live_node), Account(live_node), Account(live_node)
+    alp = "0x" + (await alice.create_token("ALP", 6, 10**12)).hex()
+    token = bytes.fromhex(alp[2:])
+    capsys.readouterr()
+    # bob's transfers, sent to him or by him: two subscriptions (to, from) on one connection
+    watch = await start_watch(nursery, live_node, "--token", alp, "--address", bob.address, "--count", "2",
+                              "--json", subscriptions=2)
+    await alice.send([transfer_call(token, carol.key.address, 3_000_000)])  # not bob's: not shown
+    await alice.send([transfer_call(token, bob.key.address, 10_500_000)])
+    await bob.send([transfer_call(token, carol.key.address, 250_000)])
+    assert await watch.exit_code() == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    seen = [json.loads(line) for line in out.splitlines()]
+    assert [(e["name"], e["contract"], e["topics"], e["data"]) for e in seen] == [
+        ("Transfer", alp, [alice.address, bob.address], ["10500000"]),
+        ("Transfer", alp, [bob.address, carol.address], ["250000"])]
+    assert [(e["amount"], e["amountFormatted"], e["symbol"], e["decimals"]) for e in seen] == [
+        ("10500000", "10.5", "ALP", 6), ("250000", "0.25", "ALP", 6)]
+    assert seen[0]["blockHeight"] < seen[1]["blockHeight"] and seen[0]["txHash"].startswith("0x")
+
+
+@pytest.mark.usefixtures("wallet_env")
+async def test_watch_a_transaction_until_committed(live_node: LiveNode, nursery: trio.Nursery,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    cli = CLI(live_node, capsys)
+    alice, bob = Account(live_node), Account(live_node)
+    token = await alice.create_token("ALP", 6, 10**12)
+    tx = alice.sign([transfer_call(token, bob.key.address, 1_000_000)])
+    tx_hash = "0x" + tx.hash.hex()
+    capsys.readouterr()
+    watch = await start_watch(nursery, live_node, "--tx", tx_hash, subscriptions=1)  # not sent yet
+    await alice.submit(tx)
+    assert await watch.exit_code() == 0
+    out, err = capsys.readouterr()
+    assert err == "" and f"admitted  tx {tx_hash}" in out
+    assert f"success  tx {tx_hash}" in out and f"Transfer  1 ALP  {alice.address} -> {bob.address}" in out
+    # a transaction already committed: its status at once; one that reverted exits 1 with the reason
+    assert json.loads(await cli.ok("watch", "--tx", tx_hash, "--json"))["status"] == "committed"
+    reverted = await alice.submit(alice.sign([transfer_call(token, bob.key.address, 10**13)]))
+    assert reverted["status"] == "reverted"
+    line = await cli.fails(1, "watch", "--tx", reverted["txHash"])
+    assert "execution reverted: insufficient balance" in line
+
+
+@pytest.mark.usefixtures("wallet_env")
+async def test_watch_errors_are_one_clear_line(live_node: LiveNode, nursery: trio.Nursery,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cli = CLI(live_node, capsys)
+    # the node cuts the subscription off (what it does to a client that reads too slowly)
+    watch = await start_watch(nursery, live_node, "--heads", subscriptions=1)
+    (sub,) = live_node.node.pubsub._heads.values()
+    sub.owner.cut_off("testing")
+    assert await watch.exit_code() == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"qenex-wallet: error: the node at {live_node.url} cut this subscription off: testing\n"
+    # bad input: exit status 2
+    assert "not with --heads" in await cli.fails(2, "watch", "--heads", "--token", "0x" + "11" * 20)
+    assert "--count" in await cli.fails(2, "watch", "--heads", "--count", "0")
+    assert "invalid transaction hash" in await cli.fails(2, "watch", "--tx", "0x12")
+    assert "no token at 0x" in await cli.fails(1, "watch", "--token", "0x" + "11" * 20)
+    # an unreachable node: over WebSocket (--heads) as over HTTP (--token reads the decimals first)
+    url = f"http://127.0.0.1:{closed_port()}"
+    for argv in (["--heads"], ["--tx", "0x" + "00" * 32], ["--token", "0x" + "11" * 20]):
+        code = await trio.to_thread.run_sync(main, ["--rpc", url, "watch", *argv])
+        out, err = capsys.readouterr()
+        assert code == 1 and out == "" and err == f"qenex-wallet: error: cannot reach node at {url}\n", argv
+    code = await trio.to_thread.run_sync(main, ["--rpc", url, "watch", "--heads", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1 and json.loads(out) == {"error": {"message": f"cannot reach node at {url}", "code": None}}

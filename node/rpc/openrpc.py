@@ -143,7 +143,8 @@ SPECS: Final[dict[str, MethodSpec]] = {
     "qnx_getBalance": MethodSpec("A token balance in base units.",
                                  (Param("address", ref("Address")), Param("token", ref("Address")), BLOCK),
                                  ref("Amount")),
-    "qnx_getToken": MethodSpec("A token's metadata and supply (-32001 when there is no token).",
+    "qnx_getToken": MethodSpec("A token's metadata and supply; of an AMM pool, its LP token (minter null). "
+                               "-32001 when there is no token.",
                                (Param("token", ref("Address")), BLOCK), _obj(
                                    ["address", "name", "symbol", "decimals", "totalSupply", "minter"],
                                    address=ref("Address"), name=STR, symbol=STR, decimals=INT,

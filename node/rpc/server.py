@@ -57,6 +57,7 @@ from hypercorn.trio import serve
 from contracts import gas as G
 from contracts.amm import CANONICAL_FACTORY
 from contracts.exceptions import Revert, TxRejected
+from contracts.token import Token
 from contracts.vm import BlockEnv, Overlay, code_key, nonce_key, storage_key
 from crypto.exceptions import InvalidSignature
 from crypto.keys import Address
@@ -361,7 +362,13 @@ class RPCApp:
             if len(request) > self.limits.max_batch:
                 return 200, _error(None, RPCError(LIMIT_EXCEEDED, "batch too large",
                                                   {"limit": self.limits.max_batch, "size": len(request)}))
-            responses = [r for r in [await self.handle_one(item, context) for item in request] if r is not None]
+            responses = []
+            for item in request:
+                response = await self.handle_one(item, context)
+                if response is not None:
+                    responses.append(response)
+                # each item may verify a signature: let consensus and the other clients run between
+                await trio.lowlevel.checkpoint()
             context.status = None
             context.headers.clear()
             return (200, responses) if responses else (204, None)
@@ -620,15 +627,37 @@ class RPCApp:
         return str(self._read(token, "balanceOf", (address,), version=self._latest(p[2])))
 
     async def get_token(self, p: list[Any]) -> dict[str, Any]:
-        """``qnx_getToken``: name, symbol, decimals, totalSupply, minter."""
+        """``qnx_getToken``: name, symbol, decimals, totalSupply, minter of the fungible token at an address.
+
+        A ``token/v1`` answers with its one-read ``info``. Any other contract is read through the
+        ERC-20 methods ``name``, ``symbol``, ``decimals`` and ``totalSupply``: that is how an AMM
+        pool (``amm-pair/v1``, whose ``info`` describes the pool, not its shares) gives its LP
+        token, ``"QENEX V2"``/``"QNX-V2"`` with 18 decimals. ``minter`` is the address holding a
+        minter role, null where none does: a pool's shares have no minter (the pool mints them
+        itself to whoever deposits, and anyone may call its ``mint``), so for a pool it is null.
+        -32001 when the address holds no contract at that block, or one without those reads.
+        """
         token = J.parse_hex(p[0], "token", 20)
         version = self._latest(p[1])
+        code_id = Overlay(self._getter(version)).load(code_key(token))
+        if code_id is None:
+            raise RPCError(NOT_FOUND, "no token at this address: no contract there", J.hexb(token))
         try:
-            name, symbol, decimals, supply, minter = self._read(token, "info", (), version=version)
+            if code_id == Token.CODE_ID:
+                name, symbol, decimals, supply, minter = self._read(token, "info", (), version=version)
+            else:
+                name, symbol, decimals, supply = (self._read(token, method, (), version=version)
+                                                  for method in ("name", "symbol", "decimals", "totalSupply"))
+                minter = None
         except RPCError as err:
             if err.code == EXECUTION_REVERTED:
-                raise RPCError(NOT_FOUND, "no token at this address", J.hexb(token)) from None
+                raise RPCError(NOT_FOUND, f"no token at this address: a {code_id} contract without the "
+                                          "ERC-20 reads name, symbol, decimals, totalSupply", J.hexb(token)) from None
             raise
+        if not (isinstance(name, str) and isinstance(symbol, str) and isinstance(decimals, int)
+                and isinstance(supply, int)):
+            raise RPCError(NOT_FOUND, f"no token at this address: the {code_id} contract's ERC-20 reads "
+                                      "are not a token's", J.hexb(token))
         return {"address": J.hexb(token), "name": name, "symbol": symbol, "decimals": decimals,
                 "totalSupply": str(supply), "minter": J.hexb(minter) if minter else None}
 

@@ -15,6 +15,9 @@
     qenex-wallet swap AMOUNT TOKEN_IN TOKEN_OUT [--via TOKEN ...] [--slippage 0.5%] [--deadline 300s]
     qenex-wallet quote AMOUNT TOKEN_IN TOKEN_OUT [--via TOKEN ...]
     qenex-wallet tx HASH
+    qenex-wallet watch [--token TOKEN] [--event NAME] [--address ADDRESS]   # live events
+    qenex-wallet watch --heads                           # live block headers
+    qenex-wallet watch --tx HASH                         # a transaction until committed or dropped
 
 Every command takes ``--rpc URL`` (env ``QENEX_RPC``, default http://127.0.0.1:8545), ``--keystore
 PATH`` (env ``QENEX_KEYSTORE``) and ``--json`` (one JSON document on stdout). The keystore password
@@ -31,8 +34,11 @@ Exit status: 0 done; 1 the node or the chain said no (an RPC error, a reverted t
 found, node unreachable); 2 unusable input (arguments, keystore, password). Expected errors are one
 line on stderr, never a traceback.
 
-(``watch``, following blocks and transfers over WebSocket subscriptions, is not a command yet: it
-is being written separately and gets its subparser in ``build_parser``.)
+``watch`` streams what the node pushes over its WebSocket subscriptions (``qnx_subscribe`` on
+``/ws``, ``node.rpc.pubsub``), one item per line (``--json``: one JSON object per line), until
+``--count N`` items, Ctrl-C (exit status 0) or, with ``--tx``, the commit (0; 1 if it reverted) or
+the drop (1) of the transaction. A node that cannot be reached or cuts the subscription off is an
+error (exit status 1).
 """
 
 from __future__ import annotations
@@ -45,11 +51,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import trio
+import trio_websocket
 from rich.console import Console
 from rich.text import Text
 
@@ -60,12 +70,16 @@ from crypto.exceptions import CryptoError, KeystoreError
 from crypto.keys import ADDRESS_LEN, Address, KeyPair
 from crypto.keystore import load_keystore, read_passphrase, save_keystore
 from crypto.signatures import scheme_by_name
+from node.exceptions import ConnectionClosedByNode
 from node.rpc.client import (
     AMM_GAS_LIMIT,
     DEFAULT_GAS_LIMIT,
     Client,
+    Subscription,
+    WSClient,
     add_liquidity_calls,
     approve_call,
+    connect_websocket,
     create_pool_call,
     deploy_amm_calls,
     deploy_token_call,
@@ -73,6 +87,7 @@ from node.rpc.client import (
     sign_transaction,
     swap_exact_in_calls,
     transfer_call,
+    ws_url,
 )
 from node.rpc.errors import (
     EXECUTION_REVERTED,
@@ -85,6 +100,7 @@ from node.rpc.errors import (
     TX_REJECTED,
     RPCError,
 )
+from node.rpc.pubsub import TOPIC_NAMES
 from node.wallet.amounts import format_amount, parse_amount, parse_duration, parse_slippage
 from node.wallet.exceptions import NodeUnreachable, RemoteError, UsageError, WalletError
 from state.types import Call
@@ -193,11 +209,13 @@ Line = str | Text
 @dataclass
 class Result:
     """What a command has to say: ``doc`` for ``--json``, ``lines`` for people, and ``error`` when it
-    failed after producing output (a reverted transaction): printed last, it sets the exit status."""
+    failed after producing output (a reverted transaction): printed last, it sets the exit status.
+    ``streamed``: the command printed its output as it went (``watch``); only ``error`` is left."""
 
     doc: dict[str, Any]
     lines: list[Line] = field(default_factory=list)
     error: WalletError | None = None
+    streamed: bool = False
 
 
 # --- the session: one node, one keystore ---------------------------------------------------------------
@@ -235,8 +253,7 @@ class Wallet:
         try:
             return fn()
         except RPCError as err:
-            reason = err.data.get("reason") if isinstance(err.data, dict) else None
-            raise RemoteError(rpc_error_message(err), err.code, reason) from err
+            raise remote_error(err) from err
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as err:
             raise UsageError(f"invalid node URL {self.url!r}: {err}") from err
         except (httpx.ConnectError, httpx.ConnectTimeout) as err:
@@ -300,7 +317,8 @@ class Wallet:
             info = self.call("qnx_getToken", hexa(address))
             meta = TokenMeta(address, str(info["symbol"]), int(info["decimals"]))
         except RemoteError as err:
-            # LP shares are ERC-20 but not token/v1: qnx_getToken does not describe them
+            # other ERC-20s through their own reads: nodes before the qnx_getToken fix answered -32603
+            # for an AMM pool's LP shares
             if err.code not in (NOT_FOUND, INTERNAL_ERROR):
                 raise
             found = self.erc20(address)
@@ -741,6 +759,253 @@ def cmd_tx(w: Wallet, args: argparse.Namespace) -> Result:
     return result
 
 
+# --- watch: live pushes over WebSocket subscriptions -------------------------------------------------
+
+WATCH_QUEUE_SIZE = 1024
+"""Pushes buffered per subscription on this side (``WSClient``); the node cuts off a client that falls
+``[rpc] ws_queue_size`` behind, so ``watch`` prints as it receives."""
+
+ADDRESS_POSITIONS = max(len(names) for names in TOPIC_NAMES.values())
+"""How many indexed fields ``watch --address`` looks in when ``--event`` names no built-in event: every
+built-in event has at most this many (``node.rpc.pubsub.TOPIC_NAMES``)."""
+
+Subscribe = tuple[str, ...] | tuple[str, dict[str, Any]]
+"""The params of one ``qnx_subscribe``: ``("newHeads",)``, ``("events", filter)``, ``("txStatus", hash)``."""
+
+
+def event_filters(token: bytes | None, name: str | None, address: bytes | None) -> list[dict[str, Any]]:
+    """The ``events`` filters of ``watch [--token] [--event] [--address]``: one, or with ``address`` one
+    per indexed field it may be in.
+
+    A filter's ``indexed`` constraints all hold at once (position 0 is X *and* position 1 is Y), and
+    its alternatives are values of one position (``node.rpc.pubsub.EventFilter``): "the address is
+    the first *or* the second topic" (a Transfer from *or* to it, an Approval by *or* for it) is not
+    one filter but one per position. ``watch`` opens them on one connection and shows an event that
+    matches more than one (a transfer to oneself) once. Blocks still come in order, but within one
+    block the events of different filters arrive filter by filter, not in event order.
+    """
+    base: dict[str, Any] = {}
+    if token is not None:
+        base["contract"] = hexa(token)
+    if name is not None:
+        base["name"] = name
+    if address is None:
+        return [base]
+    positions = len(TOPIC_NAMES.get(name or "", ())) or ADDRESS_POSITIONS
+    return [{**base, "indexed": [None] * i + [hexa(address)]} for i in range(positions)]
+
+
+def remote_error(err: RPCError) -> RemoteError:
+    """The node's JSON-RPC error ``err`` as the one-line ``RemoteError`` the user sees."""
+    reason = err.data.get("reason") if isinstance(err.data, dict) else None
+    return RemoteError(rpc_error_message(err), err.code, reason)
+
+
+def closed_error(url: str, err: ConnectionClosedByNode) -> WalletError:
+    """What to tell the user when the node at ``url`` closed the WebSocket under a running ``watch``."""
+    if err.code == 1008:  # RFC 6455 policy violation: the node cut off a client that read too slowly
+        return WalletError(f"the node at {url} cut this subscription off: {err.reason or 'no reason given'}")
+    how = f"close code {err.code}" if err.code is not None else "no close code"
+    return WalletError(f"the node at {url} closed the subscription ({how}" + (f": {err.reason})" if err.reason
+                                                                               else ")"))
+
+
+class Watcher:
+    """What ``watch`` does with each push: prints it (human lines, or one JSON object per line with
+    ``--json``) and says when to stop (``--count`` items shown; a ``txStatus`` that is final)."""
+
+    def __init__(self, w: Wallet, args: argparse.Namespace, console: Console) -> None:
+        self.w = w
+        self.as_json: bool = args.json
+        self.count: int | None = args.count
+        self.console = console
+        self.shown = 0
+        self._seen: dict[tuple[Any, ...], None] = {}
+        """Events already shown (block hash, transaction index, event index), the latest 4,096: with
+        several filters (``event_filters``) one event can arrive more than once."""
+
+    def show(self, kind: str, result: Any) -> tuple[bool, WalletError | None]:
+        """Print one push of a ``kind`` subscription; returns (stop now, the error to end with).
+
+        Blocking (it may read a token's symbol and decimals over HTTP): ``watch`` runs it in a worker
+        thread. A push not of the shape node/rpc/pubsub.py gives ends the watch with an error.
+        """
+        try:
+            if kind == "events":
+                key = (result["blockHash"], result["index"], result["eventIndex"])
+                if key in self._seen:
+                    return False, None
+                self._seen[key] = None
+                if len(self._seen) > 4096:
+                    del self._seen[next(iter(self._seen))]
+                doc, lines, stop, error = *self.event(result), False, None
+            elif kind == "newHeads":
+                doc, lines, stop, error = result, [self.head_line(result)], False, None
+            else:
+                doc, lines, stop, error = self.tx_status(result)
+        except (KeyError, TypeError, ValueError) as err:
+            return True, WalletError(f"unexpected {kind} push from the node: {type(err).__name__}: {err}")
+        if self.as_json:
+            print(json.dumps(doc), flush=True)
+        else:
+            for line in lines:
+                self.console.print(line, markup=False, highlight=False)
+            self.console.file.flush()
+        self.shown += 1
+        return stop or (self.count is not None and self.shown >= self.count), error
+
+    def event(self, ev: dict[str, Any]) -> tuple[dict[str, Any], list[Line]]:
+        """An ``events`` push: the event as the node sent it, plus for a Transfer or Approval of an
+        ERC-20 ``amount`` (base units), ``amountFormatted``, ``symbol`` and ``decimals``."""
+        doc = dict(ev)
+        topics, data = ev.get("topics") or [], ev.get("data") or []
+        if ev.get("name") in ("Transfer", "Approval") and len(topics) == 2 and len(data) == 1:
+            try:
+                meta = self.w.erc20(parse_address(ev["contract"]))
+                units = int(data[0])
+                if meta is not None:
+                    doc.update(amount=str(units), amountFormatted=format_amount(units, meta.decimals),
+                               symbol=meta.symbol, decimals=meta.decimals)
+            except (WalletError, ValueError, KeyError, TypeError):
+                pass  # not an ERC-20 we can read: the event as it came
+        return doc, [f"block {ev['blockHeight']}  {self.w.event_line(ev)}  tx {ev['txHash']}"]
+
+    @staticmethod
+    def head_line(head: dict[str, Any]) -> str:
+        """A ``newHeads`` push: height, hash, proposer, gas used and block time (UTC)."""
+        when = datetime.fromtimestamp(int(head["timestamp"]) // 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (f"block {head['height']}  {head['hash']}  proposer {head['proposer']}  "
+                f"gas used {head['gasUsed']}  {when}")
+
+    def tx_status(self, push: dict[str, Any]) -> tuple[dict[str, Any], list[Line], bool, WalletError | None]:
+        """A ``txStatus`` push; final (stop) once committed (an error if it reverted) or dropped (an error)."""
+        status, tx_hash = push["status"], push["txHash"]
+        if status == "committed":
+            receipt = push["receipt"]
+            error = None
+            if receipt["status"] != "success":
+                reason = receipt.get("revertReason") or "no reason given"
+                error = RemoteError(f"execution reverted: {reason}", EXECUTION_REVERTED, reason)
+            return push, self.w.receipt_lines(receipt), True, error
+        if status == "dropped":
+            reason = push.get("reason") or "no reason given"
+            line = Text("dropped", style="bold red")
+            line.append(f"  tx {tx_hash}  left the mempool uncommitted: {reason}")
+            return push, [line], True, WalletError(f"transaction {tx_hash} was dropped by the node: {reason}")
+        line = Text(str(status), style="bold yellow")
+        line.append(f"  tx {tx_hash}  in the mempool, not committed yet")
+        return push, [line], False, None
+
+
+async def _pump(sub: Subscription, send: trio.MemorySendChannel[Any]) -> None:
+    """Forward ``sub``'s results to ``send`` as (kind, result); then None when it ends, or the
+    ``ConnectionClosedByNode`` that ended it."""
+    async with send:
+        try:
+            async for result in sub:
+                await send.send((sub.kind, result))
+        except ConnectionClosedByNode as err:
+            await send.send(err)
+            return
+        await send.send(None)
+
+
+async def _follow(ws: WSClient, subscriptions: Sequence[Subscribe], watcher: Watcher,
+                  url: str) -> WalletError | None:
+    """Subscribe on ``ws`` and hand every push, in arrival order, to ``watcher`` until it says stop;
+    returns the error to end with (None: done). Returns rather than raises, so no error leaves as an
+    exception group through the connection's nursery."""
+    async with AsyncExitStack() as stack:
+        subs: list[Subscription] = []
+        try:
+            for kind, *params in subscriptions:
+                subs.append(await stack.enter_async_context(ws.subscribe(kind, *params)))
+        except RPCError as err:
+            return remote_error(err)
+        except ConnectionClosedByNode as err:
+            return closed_error(url, err)
+        send, receive = trio.open_memory_channel[Any](0)
+        error: WalletError | None = None
+        async with trio.open_nursery() as nursery:
+            for sub in subs:
+                nursery.start_soon(_pump, sub, send.clone())
+            send.close()
+            async for item in receive:
+                if item is None:
+                    error = WalletError(f"the node at {url} ended the subscription")
+                    break
+                if isinstance(item, ConnectionClosedByNode):
+                    error = closed_error(url, item)
+                    break
+                stop, error = await trio.to_thread.run_sync(watcher.show, *item)
+                if stop:
+                    break
+            nursery.cancel_scope.cancel()
+        return error
+
+
+async def _watch(w: Wallet, subscriptions: Sequence[Subscribe], watcher: Watcher) -> WalletError | None:
+    """One WebSocket to the node's ``/ws`` for the whole watch; the error to end with (None: done)."""
+    endpoint = ws_url(w.url)
+    ended = False
+    error: WalletError | None = None
+    try:
+        async with connect_websocket(endpoint, queue_size=WATCH_QUEUE_SIZE) as ws:
+            error = await _follow(ws, subscriptions, watcher, w.url)
+            ended = True
+    except (trio_websocket.HandshakeError, OSError, RPCError) as err:
+        if ended:  # the close handshake timed out after the end (DisconnectionTimeout): what was seen counts
+            return error
+        if isinstance(err, RPCError):  # the node refused the handshake (-32005: too many connections)
+            return remote_error(err)
+        if isinstance(err, trio_websocket.ConnectionRejected):
+            return NodeUnreachable(w.url, f"WebSocket {endpoint} refused with HTTP {err.status_code}")
+        if isinstance(err, trio_websocket.ConnectionTimeout):
+            return WalletError(f"node at {w.url} did not answer the WebSocket handshake in time")
+        cause = err if isinstance(err, OSError) else err.__cause__
+        if isinstance(cause, OSError):  # refused, no route, no such host: as the HTTP commands say it
+            return NodeUnreachable(w.url)
+        return NodeUnreachable(w.url, f"WebSocket {endpoint}: {type(err).__name__} {err}".rstrip())
+    return error
+
+
+def cmd_watch(w: Wallet, args: argparse.Namespace) -> Result:
+    """``watch``: stream events (``--token``, ``--event``, ``--address``), new block headers (``--heads``)
+    or one transaction's status (``--tx``) as the node pushes them, one item per line; see the module
+    docstring for when it stops. Ctrl-C ends it quietly, exit status 0."""
+    try:
+        return _run_watch(w, args)
+    except KeyboardInterrupt:
+        return Result({}, streamed=True)
+    except BaseExceptionGroup as group:  # Ctrl-C while a Trio nursery was waiting
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
+            raise
+        return Result({}, streamed=True)
+
+
+def _run_watch(w: Wallet, args: argparse.Namespace) -> Result:
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    if (args.heads or args.tx is not None) and any(x is not None for x in (args.token, args.event, args.address)):
+        raise UsageError("--token, --event and --address choose events: not with --heads or --tx")
+    if not w.url.startswith(("http://", "https://", "ws://", "wss://")):
+        raise UsageError(f"invalid node URL {w.url!r}: expected http://HOST:PORT")
+    subscriptions: list[Subscribe]
+    if args.heads:
+        subscriptions = [("newHeads",)]
+    elif args.tx is not None:
+        subscriptions = [("txStatus", hexa(parse_tx_hash(args.tx)))]
+    else:
+        token = parse_address(args.token, "token") if args.token is not None else None
+        address = parse_address(args.address) if args.address is not None else None
+        if token is not None:
+            w.token(token)  # symbol and decimals, read once now; no node or no token there fails here
+        subscriptions = [("events", f) for f in event_filters(token, args.event, address)]
+    watcher = Watcher(w, args, Console(soft_wrap=True, highlight=False))
+    return Result({}, error=trio.run(_watch, w, subscriptions, watcher), streamed=True)
+
+
 # --- argument parser ----------------------------------------------------------------------------------
 
 
@@ -852,8 +1117,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--via", action="append", default=[], metavar="TOKEN", help="intermediate token (repeatable)")
     s = command(sub, "tx", cmd_tx, "a transaction's status and receipt")
     s.add_argument("hash")
-    # `watch` (new heads and transfers over WebSocket subscriptions) is being written separately:
-    # its subparser goes here.
+    s = command(sub, "watch", cmd_watch, "follow the chain live (WebSocket): token events, new blocks or "
+                                         "one transaction")
+    what = s.add_mutually_exclusive_group()
+    what.add_argument("--heads", action="store_true", help="new block headers instead of events")
+    what.add_argument("--tx", metavar="HASH", help="this transaction's status until it is committed (exit status "
+                                                   "0, or 1 if it reverted) or dropped (1)")
+    g = s.add_argument_group("events (the default: every event of every contract)")
+    g.add_argument("--token", help="only events of this token (or other contract)")
+    g.add_argument("--event", metavar="NAME", help="only events with this name, e.g. Transfer")
+    g.add_argument("--address", metavar="ADDRESS",
+                   help="only events where ADDRESS is an indexed field (Transfer from or to, Approval owner or "
+                        "spender)")
+    s.add_argument("--count", type=int, metavar="N", help="exit after N items")
     return p
 
 
@@ -865,6 +1141,10 @@ def _error_doc(err: WalletError) -> dict[str, Any]:
 
 
 def _emit(result: Result, as_json: bool, console: Console) -> None:
+    if result.streamed:
+        if as_json and result.error is not None:
+            print(json.dumps({"error": _error_doc(result.error)}))
+        return
     if as_json:
         doc = result.doc if result.error is None else {**result.doc, "error": _error_doc(result.error)}
         print(json.dumps(doc, indent=2))
