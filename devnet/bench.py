@@ -129,6 +129,15 @@ def schedule(signed: list[list[tuple[bytes, bytes]]], endpoints: int,
     return out
 
 
+RETRY_AFTER = 0.5
+"""Seconds a sender waits before sending again a transfer refused with "node busy"."""
+
+
+def _busy(error: dict[str, Any]) -> bool:
+    data = error.get("data")
+    return isinstance(data, dict) and data.get("reason") == "node busy"
+
+
 @dataclass
 class Ledger:
     """Per-transfer bookkeeping (perf_counter seconds): when it was sent, admitted, seen committed."""
@@ -142,6 +151,8 @@ class Ledger:
     first_refused: dict[int, int] = field(default_factory=dict)
     """Per sender, the lowest nonce a node refused: its later transfers wait behind that gap forever."""
     resent: int = 0
+    busy: int = 0
+    """Answers "node busy" (load shedding) that were sent again after ``RETRY_AFTER``."""
     blocks: int = 0
 
     def stranded(self, h: bytes) -> bool:
@@ -238,9 +249,13 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
                 else:
                     ledger.rejected["no live endpoint"] = ledger.rejected.get("no live endpoint", 0) + len(txs)
                     return
+            retry: list[tuple[bytes, bytes]] = []
             for answer in answers:
                 h = txs[answer["id"]][0]
-                if "error" in answer:
+                if "error" in answer and _busy(answer["error"]) and not load_done.is_set():
+                    retry.append(txs[answer["id"]])  # a wallet told "node busy" sends it again a bit later
+                    ledger.busy += 1
+                elif "error" in answer:
                     error = answer["error"]
                     data = error.get("data")
                     reason = str(data.get("reason") if isinstance(data, dict) else data or error.get("message"))
@@ -249,6 +264,10 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
                     ledger.first_refused[sender] = min(nonce, ledger.first_refused.get(sender, nonce))
                 else:
                     ledger.admitted.add(h)
+            if retry:
+                await trio.sleep(RETRY_AFTER)
+                await _deliver(endpoint, retry, [{"jsonrpc": "2.0", "id": i, "method": "qnx_sendRawTransaction",
+                                                  "params": ["0x" + raw.hex()]} for i, (_, raw) in enumerate(retry)])
 
         async def pace(nursery: trio.Nursery) -> None:
             nonlocal finished
@@ -316,8 +335,11 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
                       f"{ceiling:.0f} tx/s ({stats.tps / ceiling * 100:.1f}% reached)")
         if crash.killed_at:
             _report_crash(console, crash, ledger)
+        if ledger.busy:
+            console.print(f"  shed                {ledger.busy} answers \"node busy\" (load shedding), each sent again "
+                          f"{RETRY_AFTER} s later; latency counts from the first send")
         if ledger.rejected:
-            console.print(f"  refused (shed)      {sum(ledger.rejected.values())}: "
+            console.print(f"  refused             {sum(ledger.rejected.values())}: "
                           + ", ".join(f"{n} {r}" for r, n in sorted(ledger.rejected.items(), key=lambda x: -x[1])[:4])
                           + f"; {stranded} admitted transfers wait behind a refused nonce of their sender")
         console.print(f"  lost                {lost} admitted but not committed within {args.drain:.0f} s "

@@ -189,6 +189,13 @@ class Mempool:
                 break
         return out
 
+    def fills_gap(self, sender: bytes, nonce: int) -> bool:
+        """Whether a transaction of ``sender`` with ``nonce`` would fill a nonce gap: not pending
+        itself, with pending transactions of higher nonce waiting behind it (refusing it would
+        strand them)."""
+        pending = self._by_sender.get(sender)
+        return bool(pending) and nonce not in pending and max(pending) > nonce  # type: ignore[arg-type]
+
     def has_executable(self) -> bool:
         """Whether some pending transaction could go into the next block (its sender's next nonce,
         as recorded at the last ``add`` or ``prune``, is pending)."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import msgpack
 import trio
 
 from consensus import replica as pbft
@@ -96,6 +97,22 @@ MAX_DROPPED = 10_000
 
 MAX_BLOCK_TXS = 10_000
 """Protocol limit on transactions per block (validity rule; config.max_block_txs is the builder's)."""
+
+
+def peek_sender_nonce(raw: bytes) -> tuple[bytes, int] | None:
+    """(sender, nonce) read from the front of an encoded transaction without decoding it (fields
+    ``body.sender`` and ``body.nonce``, docs/protocol.md §1), or None if it does not start that way.
+    Used only to decide whether to shed load; the transaction is decoded in full before admission."""
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(raw), 1), max_map_len=0, max_ext_len=0)
+    unpacker.feed(raw)
+    try:
+        unpacker.read_array_header()
+        unpacker.read_array_header()
+        unpacker.skip()
+        sender, nonce = unpacker.unpack(), unpacker.unpack()
+    except Exception:  # noqa: BLE001 - any malformed prefix: not a transaction we could take anyway
+        return None
+    return (sender, nonce) if type(sender) is bytes and type(nonce) is int else None
 
 
 def tx_root(txs: Sequence[Transaction]) -> Hash32:
@@ -282,17 +299,21 @@ class Node:
             raise
 
     def _admit(self, raw: bytes, gossip: bool) -> Hash32:
+        if gossip and (len(self.tx_backlog) >= BUSY_BACKLOG
+                       or len(self.mempool) >= BUSY_BLOCKS * self.config.consensus.max_block_txs):
+            # shed load at the edge, before spending a decode on it: more than the next blocks can
+            # take already waits, so more would only lengthen every wait and starve consensus of
+            # CPU. A transaction that fills its sender's nonce gap is still taken (refusing it
+            # would strand the ones behind it).
+            peeked = peek_sender_nonce(raw)
+            if peeked is None or not self.mempool.fills_gap(*peeked):
+                raise TxRejected("node busy", f"{len(self.mempool)} transactions pending and {len(self.tx_backlog)} "
+                                 "gossiped ones waiting for verification; retry later or at another validator")
         tx = self.decode_tx(raw)
         if self.mempool.holds_verified(tx):
             return tx.hash
         if self.chain.tx_location(tx.hash) is not None:
             raise TxRejected("already committed", f"transaction 0x{tx.hash.hex()} is in the chain")
-        if gossip and (len(self.tx_backlog) >= BUSY_BACKLOG
-                       or len(self.mempool) >= BUSY_BLOCKS * self.config.consensus.max_block_txs):
-            # shed load at the edge: more than the next blocks can take already waits, so taking
-            # more would only lengthen every client's wait and starve consensus of CPU
-            raise TxRejected("node busy", f"{len(self.mempool)} transactions pending and {len(self.tx_backlog)} "
-                             "gossiped ones waiting for verification; retry later or at another validator")
         tx.verify_signature()
         if tx.hash in self.mempool:  # the same body under another (hedged) signature
             return tx.hash

@@ -162,3 +162,34 @@ async def test_four_nodes_commit_and_a_late_node_catches_up(nursery: trio.Nurser
         cp = n.replica.stable_checkpoint
         assert cp is not None and cp.block_hash == n.chain.block(cp.seq).hash
         assert n.chain.get_record(b"checkpoint") == cp.encode()
+
+
+async def test_clients_are_refused_with_node_busy_beyond_four_blocks_pending_except_gap_fillers() -> None:
+    """Load shedding at the edge: with ``BUSY_BLOCKS`` blocks' worth pending, a client's new
+    transaction gets "node busy" (nothing changes), but one that fills its sender's nonce gap is
+    still taken, and gossip from the other validators is never refused for it."""
+    from contracts.exceptions import TxRejected
+    from node.node import BUSY_BLOCKS
+    from node.rpc.client import transfer_call
+
+    keys = make_keys(4)
+    config = make_node(keys, 0).config
+    config = dataclasses.replace(config, consensus=dataclasses.replace(config.consensus, max_block_txs=2))
+    node = make_node(keys, 0, config)
+    token = b"\x05" * 20
+    senders = [KeyPair.generate(ED25519) for _ in range(BUSY_BLOCKS * 2 + 2)]
+    limit = BUSY_BLOCKS * 2
+
+    def tx(key: KeyPair, nonce: int) -> bytes:
+        return sign_transaction(key, node.chain_id, nonce, [transfer_call(token, key.address, 1)]).encode()
+
+    for key in senders[:limit - 1]:
+        node.admit(tx(key, 0))
+    node.admit(tx(senders[limit - 1], 1))  # held back behind its nonce 0: the pool is now at the limit
+    assert len(node.mempool) == limit
+    with pytest.raises(TxRejected, match="node busy"):
+        node.admit(tx(senders[limit], 0))
+    assert len(node.mempool) == limit
+    node.admit(tx(senders[limit - 1], 0))  # fills the gap: taken
+    node.admit(tx(senders[limit + 1], 0), gossip=False)  # gossip of another validator's client: taken
+    assert len(node.mempool) == limit + 2
