@@ -6,12 +6,15 @@ commit ``--blocks`` blocks of ``--touched`` keys each, as the chain store does: 
 dirty paths, build the write batch), one synced LevelDB write, ``applied``; the sizes take turns,
 block by block, so that a change in the machine's speed weighs on all of them alike. A block updates
 existing keys and inserts new ones (``--new-fraction``); keys and values are seeded.
-Then proofs of present and absent keys: their canonical size and the time ``verify_proof`` takes.
+Then proofs of present and absent keys: their canonical size and the time ``verify_proof`` takes, and
+reads of the newest value of random keys: from the store (the latest-value index, one LevelDB read;
+measured on a second ``JellyfishState`` with no value cache) and again from the value cache.
 
 Reported per size: median milliseconds per block for prepare (CPU time of the committing thread, so
 not LevelDB's background compactions), for the synced write (wall time) and in all, plus the whole
 commit in wall time; key updates per second from the computation alone (prepare + applied) and with
-the synced write; proof bytes and verification microseconds. The issue's goals are printed with the
+the synced write; proof bytes and verification microseconds; microseconds per read of a newest value,
+from the store and cached. The issue's goals are printed with the
 figures measured against them: commit cost at the largest size within 2x of the smallest, and
 >= 50,000 key updates/s on one core. They are judged on CPU time: on a shared machine, wall time
 also counts CPU taken by other processes.
@@ -59,6 +62,8 @@ class SizeResult:
     proof_bytes_absent: float
     verify_us: float
     prove_us: float
+    read_us: float
+    cached_read_us: float
 
     @property
     def wall_total(self) -> float:
@@ -167,9 +172,21 @@ class _Bench:
         for key, value, encoded in checks:
             verify_proof(tree.root, key, value, encoded)
         verify_us = (time.perf_counter() - t0) / len(checks) * 1e6
+        reads = [_key(rng.randrange(self.size)) for _ in range(self.args.reads)]
+        uncached = JellyfishState(self.store, cache_values=0)
+        t0 = time.thread_time()
+        for key in reads:
+            uncached.get(key)
+        read_us = (time.thread_time() - t0) / len(reads) * 1e6
+        for key in reads:
+            tree.get(key)
+        t0 = time.thread_time()
+        for key in reads:
+            tree.get(key)
+        cached_us = (time.thread_time() - t0) / len(reads) * 1e6
         return SizeResult(self.n, self.fill_s, self.prepare, self.write, self.applied, self.wall, self.nodes,
                           statistics.mean(sizes[True]), statistics.mean(sizes[False]), verify_us,
-                          t_prove / len(checks) * 1e6)
+                          t_prove / len(checks) * 1e6, read_us, cached_us)
 
     def close(self) -> None:
         """Close the store and remove its directory unless ``--keep``."""
@@ -215,19 +232,22 @@ def run_bench_state(args: argparse.Namespace, console: Console) -> int:
     console.print("(prepare and applied in CPU time of the committing thread; the write in wall time; 'wall ms' is"
                   " the whole commit in wall time, which also counts CPU taken by other processes)")
     console.print(f"{'keys':>10} {'prepare ms':>10} {'write ms':>9} {'commit ms':>9} {'wall ms':>8} {'nodes/blk':>9} "
-                  f"{'upd/s cpu':>10} {'upd/s sync':>10} {'proof B in/out':>15} {'verify us':>9} {'prove us':>8}")
+                  f"{'upd/s cpu':>10} {'upd/s sync':>10} {'proof B in/out':>15} {'verify us':>9} {'prove us':>8} "
+                  f"{'get us':>6} {'cached':>6}")
     for r in results:
         console.print(
             f"{r.keys:>10,} {statistics.median(r.prepare) * 1e3:>10.1f} {statistics.median(r.write) * 1e3:>9.1f} "
             f"{r.total * 1e3:>9.1f} {r.wall_total * 1e3:>8.1f} {statistics.median(r.node_writes):>9.0f} "
             f"{args.touched / r.compute:>10,.0f} {args.touched / r.total:>10,.0f} "
-            f"{r.proof_bytes_present:>7.0f}/{r.proof_bytes_absent:<7.0f} {r.verify_us:>9.0f} {r.prove_us:>8.0f}"
+            f"{r.proof_bytes_present:>7.0f}/{r.proof_bytes_absent:<7.0f} {r.verify_us:>9.0f} {r.prove_us:>8.0f} "
+            f"{r.read_us:>6.1f} {r.cached_read_us:>6.1f}"
         )
     first, last = results[0], results[-1]
     ratio = last.total / first.total
     console.print()
     console.print(f"goal: commit at {last.keys:,} keys within {GOAL_RATIO:g}x of {first.keys:,}: "
-                  f"{ratio:.2f}x ({'met' if ratio <= GOAL_RATIO else 'NOT met'})")
+                  f"{ratio:.2f}x ({'met' if ratio <= GOAL_RATIO else 'NOT met'}; the computation alone: "
+                  f"{last.compute / first.compute:.2f}x)")
     rate = args.touched / last.compute
     console.print(f"goal: >= {GOAL_UPDATES_PER_S:,} key updates/s on one core at {last.keys:,} keys: "
                   f"{rate:,.0f}/s computing, {args.touched / last.total:,.0f}/s with the synced write "
@@ -248,6 +268,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--new-fraction", type=float, default=0.1, help="share of the touched keys that are new")
     p.add_argument("--fill-batch", type=int, default=50_000, help="keys per version while filling")
     p.add_argument("--proofs", type=int, default=200, help="proofs of present and of absent keys")
+    p.add_argument("--reads", type=int, default=5000, help="reads of the newest value of random keys")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dir", default=None, help="where to create the temporary LevelDB directories")
     p.add_argument("--keep", action="store_true", help="keep the LevelDB directories")

@@ -14,7 +14,7 @@ Key layout (all heights 8-byte big-endian)::
     h/<block_hash>     -> height
     r/<height><index>  -> encode(Receipt)
     t/<tx_hash>        -> encode((height, index))
-    j/...              -> the state tree: nodes, per-version roots, stale-node lists (see state.jmt)
+    j/...              -> the state tree: nodes, values, latest-value index, roots, stale lists (state.jmt)
     k/<name>           -> consensus records (vote locks), see ``put_record``
 
 The state version of block ``h`` is ``h`` (version 0: the genesis state, written with the genesis

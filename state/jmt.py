@@ -8,36 +8,61 @@ Design: Z. Gao, Y. Hu, Q. Wu, "Jellyfish Merkle Tree", Diem Association whitepap
   key's leaf, so a path is only as deep as needed to tell keys apart (about log16(n) nodes);
 * nodes are immutable and stored under their *node key* ``(version, nibble path)``; a block's updates
   write new nodes at version = block height and leave every older version readable (copy on write);
-* each node that a version replaces is listed in a *stale node index* under that version, so that
+* values are stored apart from the tree, under ``(key hash, version that wrote them)``, like Diem's
+  value table; a leaf is not a stored node but an entry of its parent, so a leaf that moves up or down
+  (a subtree collapsing or splitting) costs no write and no read;
+* each node or value that a version replaces is listed in a *stale index* under that version, so that
   pruning the versions below a retention window is a walk over those lists, never a scan of the tree.
 
 Hashing and proofs are defined in ``state.proof`` (one hash call per internal node; see there how that
-differs from Diem's binary hashing inside a node). Each block's updates are applied in one pass over
-the touched paths: every dirty node is read once, rebuilt once and hashed once, so a block costs
-O(touched keys x log16(keys)) hashes and reads, whatever the size of the state.
+differs from Diem's binary hashing inside a node); this module does not change them. Each block's
+updates are sorted by key hash and applied in one top-down pass over the touched paths: every dirty
+node is read once (from memory for the nodes of the newest version, see ``cache_nodes``), rebuilt
+once and hashed once, and no leaf is ever read, so a block costs O(touched keys x log16(keys)) hashes
+whatever the size of the state.
 
-Store layout (versions are 8-byte big-endian; a nibble path is its length in one byte, then the
-nibbles packed two per byte, high nibble first, zero-padded)::
+Store layout, format 2 (versions are 8-byte big-endian; a nibble path is one byte per nibble, values
+0..15, from the root down, so the path of a node at depth ``d`` is ``d`` bytes)::
 
-    j/n/<version><path>  -> node: 0x00 || key_hash || value_hash || value         (leaf)
-                                  0x01 || bitmap(2) || leafmap(2)                 (internal)
-                                       || child hashes (32 each) || child versions (8 each)
-    j/r/<version>        -> root of that version: hash(32) || node version(8) || is_leaf(1);
-                            empty for the empty tree
-    j/s/<version>        -> the node keys that version made stale, each as length(1) || key
+    j/n/<version><path>  -> internal node: 0x02 || leafmap(2) || bitmap(2) || child hashes (32 each)
+                            || child versions (8 each) || key hashes of the leaf children (32 each)
+    j/v/<key hash><version> -> the value the key took at that version (what a leaf of it refers to)
+    j/l/<key hash>       -> the value of the key in the newest version: the latest-value index
+    j/r/<version>        -> root of that version: empty for the empty tree, else hash(32) || version(8)
+                            || 0x00 for an internal node, hash(32) || version(8) || 0x01 || key hash(32)
+                            for a tree of one leaf
+    j/s/<version>        -> the node and value keys that version made stale, each as length(1) || key
     j/m/prune            -> pruning progress: next stale list(8) || position in it(8)
+    j/m/format           -> the layout's format number, one byte (2); written with the first version
 
-Children of an internal node are listed in nibble order; bit ``i`` of ``bitmap`` marks child ``i``,
-bit ``i`` of ``leafmap`` says that child is a leaf. Values live in their leaves, so reading a key at
-any retained version walks that version's path (internal nodes of the newest version are cached).
+Children of an internal node are listed in nibble order; bit ``i`` of ``bitmap`` marks child ``i``, bit
+``i`` of ``leafmap`` says that child is a leaf (both 16 bits, big-endian). The bitmap and the hashes
+are adjacent, in the order the node's hash takes them, so hashing a node is one slice of its record.
+A child's version is that of its node key (internal) or of its value record (leaf). The latest-value
+index holds exactly the keys of the newest version and is written in the same batch as the version
+(pruning never touches it), so ``get`` of the newest version is one store read; reads of older
+versions walk that version's path to its leaf's value record. Format 1 (leaves stored as nodes, no
+latest-value index) is not read: such a store is refused with ``StoreCorrupted``.
+
+In memory: the internal nodes of the newest version, by nibble path (a version has one node per path),
+as written by ``applied`` or loaded by reads, up to ``cache_nodes`` (all of them for a state of about
+10^6 keys: about 120 MiB), so that a block reads nothing from the store and ``applied`` overwrites
+the nodes it replaces in place (reads of older versions go to the store); and the latest values of
+the keys read or written most recently, up to ``cache_values``. Both change only in ``applied`` (and
+by loading nodes of the newest version), so a prepared version that is never applied (a competing
+proposal) leaves them right.
 """
 
 from __future__ import annotations
 
+import hashlib
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
+from typing import TypeVar
 
-from crypto.hashing import Hash32, sha3
+from crypto.hashing import Hash32
 from state.abc import KeyValueStore, WriteOp
 from state.exceptions import StateError, StoreCorrupted, VersionUnavailable
 from state.proof import (
@@ -51,28 +76,56 @@ from state.proof import (
 )
 
 NODE_PREFIX = b"j/n/"
+VALUE_PREFIX = b"j/v/"
+LATEST_PREFIX = b"j/l/"
 ROOT_PREFIX = b"j/r/"
 STALE_PREFIX = b"j/s/"
 PRUNE_KEY = b"j/m/prune"
+FORMAT_KEY = b"j/m/format"
+FORMAT = 2
+"""The store layout this module reads and writes (module docstring)."""
 
-DEFAULT_CACHE_NODES = 200_000
-"""Internal nodes of the newest version kept in memory (at most 645 bytes each, most far smaller)."""
+DEFAULT_CACHE_NODES = 400_000
+"""Internal nodes kept in memory: all of a tree of about 10^6 keys (about 360,000 nodes, 130 MiB)."""
+DEFAULT_CACHE_VALUES = 100_000
+"""Latest values kept in memory for ``get`` (the keys read or written most recently)."""
 
-_LEAF = 0
-_INTERNAL = 1
+_sha3 = hashlib.sha3_256
+"""SHA3-256 straight from hashlib: ``crypto.hashing.sha3`` costs two Python calls more per hash."""
+_TAG = 2
+_TAG_BYTE = b"\x02"
+_FORMAT_RECORD = bytes((FORMAT,))
+_NIBBLES = bytes.maketrans(b"0123456789abcdef", bytes(range(16)))
+_TO_HEX = bytes.maketrans(bytes(range(16)), b"0123456789abcdef")
 _HEX = "0123456789abcdef"
-_NIB = {c: i for i, c in enumerate(_HEX)}
-_DEPTH = [bytes((d,)) for d in range(2 * 32 + 1)]
-_HIGH = [bytes((b & 0xF0,)) for b in range(256)]
-_DELETE = b""
-"""The ``vh`` of an update that deletes its key (a real value hash is 32 bytes)."""
+_NIBBLE_BYTE = [bytes((n,)) for n in range(17)]
+_LENGTH = [bytes((n,)) for n in range(256)]
+_PATH_AT = len(NODE_PREFIX) + 8
+"""Where the nibble path starts in a node key."""
+_WIDE = 12
+"""Entries at a node from which its groups are found by bisection rather than a scan."""
 
-_Ref = tuple[bytes, bytes, bool]
-"""A stored child: its hash, the version of its node key (8 bytes, big-endian), whether it is a leaf."""
+_Ref = tuple[bytes, bytes, bytes | None]
+"""A child: its hash, its version (8 bytes, big-endian) and, for a leaf, its key hash (None: internal)."""
+_Entry = tuple[bytes, bytes, bytes | None, bytes]
+"""One update of a batch: key hash, its 64 nibbles (one per byte), new value (None: delete), new leaf hash
+(empty for a delete)."""
+_V = TypeVar("_V")
+_SAME: _Ref = (b"", b"", None)
+"""What applying updates to a subtree returns when they change nothing (compared by identity)."""
 
 
 def _u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
+
+
+def _hash(data: bytes) -> bytes:
+    return _sha3(data).digest()
+
+
+def _nibs(kh: bytes) -> bytes:
+    """The 64 nibbles of key hash ``kh``, one per byte (values 0..15)."""
+    return kh.hex().encode().translate(_NIBBLES)
 
 
 def node_key(version: int, path: str) -> bytes:
@@ -81,16 +134,17 @@ def node_key(version: int, path: str) -> bytes:
 
 
 def _hex_key(vb: bytes, path: str) -> bytes:
-    n = len(path)
-    return NODE_PREFIX + vb + _DEPTH[n] + bytes.fromhex(path + "0" if n & 1 else path)
+    return NODE_PREFIX + vb + path.encode().translate(_NIBBLES)
 
 
-def _key(vb: bytes, kh: bytes, depth: int) -> bytes:
-    """The store key of the node of version ``vb`` at the first ``depth`` nibbles of key hash ``kh``."""
-    half = depth >> 1
-    if depth & 1:
-        return NODE_PREFIX + vb + _DEPTH[depth] + kh[:half] + _HIGH[kh[half]]
-    return NODE_PREFIX + vb + _DEPTH[depth] + kh[:half]
+def value_key(key_hash: bytes, version: int) -> bytes:
+    """The store key of the value that the key of ``key_hash`` took at ``version``."""
+    return VALUE_PREFIX + key_hash + _u64(version)
+
+
+def latest_key(key_hash: bytes) -> bytes:
+    """The store key of the latest-value index entry of the key of ``key_hash``."""
+    return LATEST_PREFIX + key_hash
 
 
 def root_key(version: int) -> bytes:
@@ -99,42 +153,57 @@ def root_key(version: int) -> bytes:
 
 
 def stale_key(version: int) -> bytes:
-    """The store key of the list of nodes made stale by ``version``."""
+    """The store key of the list of nodes and values made stale by ``version``."""
     return STALE_PREFIX + _u64(version)
 
 
-class _Leaf:
-    """A leaf being placed by a batch: new, or an existing one that moves (``origin`` = its store key).
-
-    Also the form of one update of a batch, where ``vh == _DELETE`` marks a delete.
-    """
-
-    __slots__ = ("kh", "hx", "vh", "value", "origin")
-
-    def __init__(self, kh: bytes, hx: str, vh: bytes, value: bytes, origin: bytes | None = None) -> None:
-        self.kh, self.hx, self.vh, self.value, self.origin = kh, hx, vh, value, origin
-
-
-_Child = _Ref | _Leaf
+def _nibble(kh: bytes, depth: int) -> int:
+    byte = kh[depth >> 1]
+    return byte & 0x0F if depth & 1 else byte >> 4
 
 
 class _Batch:
-    """What one ``prepare`` produces: new nodes (all of version ``vb``) and the keys of the nodes they replace."""
+    """What one ``prepare`` produces: new nodes (all of version ``vb``), value writes, replaced keys.
 
-    __slots__ = ("vb", "prefix", "puts", "stale")
+    ``entries`` are the updates sorted by key hash and ``nibs`` their nibble strings, in the same order
+    (for bisection).
+    """
 
-    def __init__(self, version: int) -> None:
+    __slots__ = ("vb", "prefix", "nodes", "ops", "stale", "removed", "entries", "nibs")
+
+    def __init__(self, version: int, entries: list[_Entry]) -> None:
         self.vb = _u64(version)
         self.prefix = NODE_PREFIX + self.vb
-        self.puts: dict[bytes, bytes] = {}
+        self.nodes: dict[bytes, bytes] = {}
+        """The new nodes by nibble path (their store key is ``prefix`` + path)."""
+        self.ops: list[WriteOp] = []
         self.stale: list[bytes] = []
+        """Store keys of the nodes and values replaced."""
+        self.removed: list[bytes] = []
+        """Nibble paths where a node is replaced by nothing (its subtree collapsed into a leaf, or emptied)."""
+        self.entries = entries
+        self.nibs = [e[1] for e in entries]
 
-    def key(self, kh: bytes, depth: int) -> bytes:
-        """The key of the new node at the first ``depth`` nibbles of ``kh``."""
-        half = depth >> 1
-        if depth & 1:
-            return self.prefix + _DEPTH[depth] + kh[:half] + _HIGH[kh[half]]
-        return self.prefix + _DEPTH[depth] + kh[:half]
+    def leaf(self, e: _Entry) -> _Ref:
+        """The new leaf of update ``e`` (not a delete): its value record and latest-value entry are written."""
+        kh, _, value, lh = e
+        if value is None:
+            raise StateError("a delete cannot make a leaf")
+        self.ops.append((VALUE_PREFIX + kh + self.vb, value))
+        self.ops.append((LATEST_PREFIX + kh, value))
+        return lh, self.vb, kh
+
+    def drop(self, leaf: _Ref) -> None:
+        """Leaf ``leaf`` is replaced or deleted: its value record goes stale."""
+        kh = leaf[2]
+        if kh is None:
+            raise StateError("only a leaf has a value record")
+        self.stale.append(VALUE_PREFIX + kh + leaf[1])
+
+    def delete(self, leaf: _Ref) -> None:
+        """Leaf ``leaf``'s key is deleted: stale value record, no latest value."""
+        self.drop(leaf)
+        self.ops.append((LATEST_PREFIX + (leaf[2] or b""), None))
 
 
 @dataclass
@@ -142,46 +211,70 @@ class _Staged:
     version: int
     root: _Ref | None
     nodes: dict[bytes, bytes]
-    stale: list[bytes]
+    removed: list[bytes]
+    updates: dict[bytes, bytes | None]
 
 
 def _child(raw: bytes, nib: int) -> _Ref | None:
     """Child ``nib`` of the internal node ``raw``, or None."""
-    bitmap = (raw[1] << 8) | raw[2]
+    bitmap = (raw[3] << 8) | raw[4]
     bit = 1 << nib
     if not bitmap & bit:
         return None
-    i = (bitmap & (bit - 1)).bit_count()
-    vo = 5 + 32 * bitmap.bit_count() + 8 * i
-    return raw[5 + 32 * i : 37 + 32 * i], raw[vo : vo + 8], bool(((raw[3] << 8) | raw[4]) & bit)
-
-
-def _children(raw: bytes) -> dict[str, _Ref]:
-    """Every child of the internal node ``raw``, by nibble (hex char), in nibble order."""
-    bitmap = (raw[1] << 8) | raw[2]
-    leafmap = (raw[3] << 8) | raw[4]
     k = bitmap.bit_count()
-    out: dict[str, _Ref] = {}
-    i = 0
+    i = (bitmap & (bit - 1)).bit_count()
+    vo = 5 + 32 * k + 8 * i
+    leafmap = (raw[1] << 8) | raw[2]
+    if leafmap & bit:
+        ko = 5 + 40 * k + 32 * (leafmap & (bit - 1)).bit_count()
+        return raw[5 + 32 * i : 37 + 32 * i], raw[vo : vo + 8], raw[ko : ko + 32]
+    return raw[5 + 32 * i : 37 + 32 * i], raw[vo : vo + 8], None
+
+
+def _slots(raw: bytes) -> list[_Ref | None]:
+    """The 16 child slots of the internal node ``raw``."""
+    leafmap = (raw[1] << 8) | raw[2]
+    bitmap = (raw[3] << 8) | raw[4]
+    k = bitmap.bit_count()
+    out: list[_Ref | None] = [None] * 16
+    i = j = 0
+    ko = 5 + 40 * k
     for nib in range(16):
         bit = 1 << nib
         if bitmap & bit:
             vo = 5 + 32 * k + 8 * i
-            out[_HEX[nib]] = (raw[5 + 32 * i : 37 + 32 * i], raw[vo : vo + 8], bool(leafmap & bit))
+            if leafmap & bit:
+                out[nib] = raw[5 + 32 * i : 37 + 32 * i], raw[vo : vo + 8], raw[ko + 32 * j : ko + 32 * j + 32]
+                j += 1
+            else:
+                out[nib] = raw[5 + 32 * i : 37 + 32 * i], raw[vo : vo + 8], None
             i += 1
     return out
 
 
+def _well_formed(raw: bytes) -> bool:
+    """Whether ``raw`` has the shape of an internal node record (not whether its hashes are right)."""
+    if len(raw) < 5 or raw[0] != _TAG:
+        return False
+    leafmap = (raw[1] << 8) | raw[2]
+    bitmap = (raw[3] << 8) | raw[4]
+    return bitmap != 0 and not leafmap & ~bitmap and len(raw) == 5 + 40 * bitmap.bit_count() + 32 * leafmap.bit_count()
+
+
 def _encode_root(ref: _Ref | None) -> bytes:
-    return b"" if ref is None else ref[0] + ref[1] + (b"\x01" if ref[2] else b"\x00")
+    if ref is None:
+        return b""
+    return ref[0] + ref[1] + (b"\x00" if ref[2] is None else b"\x01" + ref[2])
 
 
 def _decode_root(raw: bytes, version: int) -> _Ref | None:
     if raw == b"":
         return None
-    if len(raw) != 41 or raw[40] > 1:
-        raise StoreCorrupted(f"unreadable state root record of version {version}")
-    return raw[:32], raw[32:40], raw[40] == 1
+    if len(raw) == 41 and raw[40] == 0:
+        return raw[:32], raw[32:40], None
+    if len(raw) == 73 and raw[40] == 1:
+        return raw[:32], raw[32:40], raw[41:]
+    raise StoreCorrupted(f"unreadable state root record of version {version}")
 
 
 def _split_keys(raw: bytes) -> list[bytes]:
@@ -197,11 +290,10 @@ def _split_keys(raw: bytes) -> list[bytes]:
 
 def _where(key: bytes) -> str:
     """A node key in words, for error messages."""
-    body = key[len(NODE_PREFIX) :]
-    if len(body) < 9:
+    path = key[_PATH_AT:]
+    if len(key) < _PATH_AT or any(n > 15 for n in path):
         return f"state node {key.hex()}"
-    depth = body[8]
-    return f"state node {body[9:].hex()[:depth]!r} of version {int.from_bytes(body[:8], 'big')}"
+    return f"state node {path.translate(_TO_HEX).decode()!r} of version {int.from_bytes(key[4:12], 'big')}"
 
 
 class JellyfishState:
@@ -213,22 +305,40 @@ class JellyfishState:
     ``version``; ``prune`` deletes older ones in bounded steps. Not thread-safe: one owner thread.
     """
 
-    def __init__(self, store: KeyValueStore, *, cache_nodes: int = DEFAULT_CACHE_NODES) -> None:
+    def __init__(
+        self,
+        store: KeyValueStore,
+        *,
+        cache_nodes: int = DEFAULT_CACHE_NODES,
+        cache_values: int = DEFAULT_CACHE_VALUES,
+    ) -> None:
         """Open the tree in ``store`` at its newest version (an empty store: no version yet, ``version`` -1).
 
-        ``cache_nodes`` bounds the internal nodes kept in memory. Raises ``StoreCorrupted`` if the newest
-        root record is unreadable or its root node does not hash to it.
+        ``cache_nodes`` bounds the internal nodes of the newest version kept in memory, ``cache_values``
+        the latest values kept for ``get`` (0 turns either off; module docstring). Raises
+        ``StoreCorrupted`` if the store is in another format, or the newest root record is unreadable
+        or does not hash to its node.
         """
         self._store = store
+        self._read = store.get
         self._cache: dict[bytes, bytes] = {}
         self._cache_cap = max(cache_nodes, 0)
+        self._values: dict[bytes, bytes | None] = {}
+        self._values_cap = max(cache_values, 0)
         self._staged: dict[Hash32, _Staged] = {}
-        self._memo: dict[tuple[int, tuple[tuple[bytes, bytes | None], ...]], tuple[Hash32, list[WriteOp]]] = {}
+        self._memo: list[tuple[int, dict[bytes, bytes | None], Hash32, list[WriteOp]]] = []
         last = next(store.iterate_range(ROOT_PREFIX, ROOT_PREFIX + b"\xff" * 9, reverse=True), None)
         self._version = -1
         self._root_ref: _Ref | None = None
         if last is not None:
             key, raw = last
+            stored_format = store.get(FORMAT_KEY)
+            if stored_format != _FORMAT_RECORD:
+                found = "1 (no format record)" if stored_format is None else stored_format.hex()
+                raise StoreCorrupted(
+                    f"the state tree is stored in format {found}; this release reads format {FORMAT} only: "
+                    "move the data directory away and let the node catch up from its peers"
+                )
             if len(key) != len(ROOT_PREFIX) + 8:
                 raise StoreCorrupted(f"unreadable state root key {key.hex()}")
             self._version = int.from_bytes(key[len(ROOT_PREFIX) :], "big")
@@ -245,11 +355,15 @@ class JellyfishState:
     def _check_root(self, ref: _Ref | None, version: int) -> None:
         if ref is None:
             return
-        raw = self._load(_hex_key(ref[1], ""), cache=False)
-        actual = _hash_of(raw)
-        if actual != ref[0] or (raw[0] == _LEAF) != ref[2]:
+        if ref[2] is None:
+            actual = _hash_of(self._read_node(_hex_key(ref[1], "")))
+            what = "node"
+        else:
+            actual = _leaf_hash(ref[2], self._value_of(ref))
+            what = "leaf"
+        if actual != ref[0]:
             raise StoreCorrupted(
-                f"state root node of version {version} hashes to {actual.hex()}, not the recorded root {ref[0].hex()}"
+                f"state root {what} of version {version} hashes to {actual.hex()}, not the recorded root {ref[0].hex()}"
             )
 
     # --- reading ---------------------------------------------------------------------------------
@@ -278,7 +392,7 @@ class JellyfishState:
         self._check_version(version)
         if version == self._version:
             return self._root_ref
-        raw = self._store.get(root_key(version))
+        raw = self._read(root_key(version))
         if raw is None:
             raise StoreCorrupted(f"no state root recorded for retained version {version}")
         return _decode_root(raw, version)
@@ -288,119 +402,164 @@ class JellyfishState:
         ref = self._root_ref_at(version)
         return EMPTY_ROOT if ref is None else Hash32(ref[0])
 
-    def _load(self, key: bytes, *, cache: bool = True) -> bytes:
-        raw = self._cache.get(key)
+    def _latest(self, path: bytes, vb: bytes) -> bytes:
+        """The node of the newest version at nibble ``path``, whose version is ``vb``: cached, or loaded.
+
+        Raises ``StoreCorrupted``.
+        """
+        raw = self._cache.get(path)
         if raw is not None:
             return raw
-        raw = self._store.get(key)
-        if raw is None or len(raw) < 5 or raw[0] > _INTERNAL:
-            raise StoreCorrupted(f"{_where(key)} ({key.hex()}) is missing or unreadable")
-        if cache and raw[0] == _INTERNAL and self._cache_cap:
-            self._cache[key] = raw
+        raw = self._read_node(NODE_PREFIX + vb + path)
+        if self._cache_cap:
+            self._cache[path] = raw
             if len(self._cache) > self._cache_cap:
-                self._evict()
+                _evict(self._cache, self._cache_cap)
         return raw
 
-    def _load_as(self, key: bytes, kind: int, *, cache: bool = True) -> bytes:
-        raw = self._load(key, cache=cache)
-        if raw[0] != kind or (kind == _LEAF and len(raw) < 65):
-            raise StoreCorrupted(f"{_where(key)} is not {'a leaf' if kind == _LEAF else 'an internal node'}")
+    def _read_node(self, key: bytes) -> bytes:
+        """The internal node stored under ``key``, read from the store. Raises ``StoreCorrupted``."""
+        raw = self._read(key)
+        if raw is None or not _well_formed(raw):
+            raise StoreCorrupted(f"{_where(key)} ({key.hex()}) is missing or unreadable")
         return raw
 
-    def _evict(self) -> None:
-        cache = self._cache
-        for key in list(cache)[: len(cache) - self._cache_cap * 9 // 10]:
-            del cache[key]
+    def _value_of(self, leaf: _Ref) -> bytes:
+        """The value record that ``leaf`` refers to. Raises ``StoreCorrupted`` if it is missing."""
+        kh = leaf[2] or b""
+        raw = self._read(VALUE_PREFIX + kh + leaf[1])
+        if raw is None:
+            version = int.from_bytes(leaf[1], "big")
+            raise StoreCorrupted(f"the value of key hash {kh.hex()} written at version {version} is missing")
+        return raw
 
-    def _walk(self, key: bytes, version: int | None) -> tuple[bytes, list[bytes], bytes | None]:
-        """The key hash, the internal nodes on its path and the leaf that ends it (or None)."""
+    def _walk(self, kh: bytes, version: int | None) -> tuple[list[bytes], _Ref | None]:
+        """The internal nodes on the path of key hash ``kh`` at ``version`` and the leaf that ends it (or None)."""
         if version is None or version == self._version:
             if self._version < 0:
                 raise VersionUnavailable(0 if version is None else version, 0, self._version)
             ref, latest = self._root_ref, True
         else:
             ref, latest = self._root_ref_at(version), False
-        kh = sha3(key)
         internals: list[bytes] = []
+        nibs = _nibs(kh)
         depth = 0
-        while ref is not None and not ref[2]:
-            raw = self._load_as(_key(ref[1], kh, depth), _INTERNAL, cache=latest)
+        while ref is not None and ref[2] is None:
+            path = nibs[:depth]
+            raw = self._latest(path, ref[1]) if latest else self._read_node(NODE_PREFIX + ref[1] + path)
             internals.append(raw)
-            ref = _child(raw, kh[depth >> 1] & 0x0F if depth & 1 else kh[depth >> 1] >> 4)
+            ref = _child(raw, nibs[depth])
             depth += 1
-        if ref is None:
-            return kh, internals, None
-        return kh, internals, self._load_as(_key(ref[1], kh, depth), _LEAF, cache=False)
+        return internals, ref
 
     def get(self, key: bytes, version: int | None = None) -> bytes | None:
         """The value of ``key`` at ``version`` (default: the newest committed), or None.
 
-        Raises ``VersionUnavailable`` for a version outside ``oldest_version..version``.
+        The newest version is one read of the latest-value index (none if the value is cached); an
+        older one walks its path. Raises ``VersionUnavailable`` for a version outside
+        ``oldest_version..version``.
         """
-        kh, _, leaf = self._walk(key, version)
-        if leaf is None or leaf[1:33] != kh:
+        if version is None or version == self._version:
+            values = self._values
+            if key in values:
+                return values[key]
+            if self._version < 0:
+                raise VersionUnavailable(0 if version is None else version, 0, self._version)
+            value = self._read(LATEST_PREFIX + _sha3(key).digest())
+            if self._values_cap:
+                values[key] = value
+                if len(values) > self._values_cap:
+                    _evict(values, self._values_cap)
+            return value
+        kh = _hash(key)
+        _, leaf = self._walk(kh, version)
+        if leaf is None or leaf[2] != kh:
             return None
-        return leaf[65:]
+        return self._value_of(leaf)
 
     def prove(self, key: bytes, version: int | None = None) -> tuple[bytes | None, StateProof]:
         """The value of ``key`` at ``version`` (default: the newest) and its proof against ``root_at(version)``.
 
         The proof shows presence with that value, or absence (value None); ``state.proof.verify_proof``
-        checks it. Raises ``VersionUnavailable``.
+        checks it. Raises ``VersionUnavailable``, or ``StoreCorrupted`` if the leaf's value does not
+        hash to the leaf.
         """
-        kh, internals, leaf = self._walk(key, version)
-        hx = kh.hex()
+        kh = _hash(key)
+        internals, leaf = self._walk(kh, version)
         levels = []
         for depth, raw in enumerate(internals):
-            bitmap = (raw[1] << 8) | raw[2]
+            bitmap = (raw[3] << 8) | raw[4]
             k = bitmap.bit_count()
             hashes = [Hash32(raw[5 + 32 * i : 37 + 32 * i]) for i in range(k)]
-            bit = 1 << _NIB[hx[depth]]
+            bit = 1 << _nibble(kh, depth)
             if bitmap & bit:
                 del hashes[(bitmap & (bit - 1)).bit_count()]
             levels.append(ProofLevel(bitmap, tuple(hashes)))
-        if leaf is None:
+        if leaf is None or leaf[2] is None:
             return None, StateProof(tuple(levels), None)
-        proof = StateProof(tuple(levels), ProofLeaf(Hash32(leaf[1:33]), Hash32(leaf[33:65])))
-        return (leaf[65:] if leaf[1:33] == kh else None), proof
+        value = self._value_of(leaf)
+        vh = _hash(value)
+        if _hash(LEAF_DOMAIN + leaf[2] + vh) != leaf[0]:
+            raise StoreCorrupted(f"the value of key hash {leaf[2].hex()} does not hash to its leaf")
+        proof = StateProof(tuple(levels), ProofLeaf(Hash32(leaf[2]), Hash32(vh)))
+        return (value if leaf[2] == kh else None), proof
 
     # --- writing ---------------------------------------------------------------------------------
 
     def prepare(self, updates: Mapping[bytes, bytes | None], version: int) -> tuple[Hash32, list[WriteOp]]:
         """The root of ``version`` after ``updates`` (key -> new value, None deletes) and the store writes.
 
-        ``version`` must be ``self.version + 1``. The writes are the new nodes, the root record and the
-        stale-node list of ``version``; nothing changes until they are written and ``applied`` is called.
-        The same updates prepared twice are computed once. Raises ``StateError`` for another version.
+        ``version`` must be ``self.version + 1``. The writes are the new nodes, the values and their
+        latest-value entries, the root record and the stale list of ``version``; nothing changes until
+        they are written and ``applied`` is called. The same updates prepared twice are computed once.
+        Raises ``StateError`` for another version.
         """
         if version != self._version + 1:
             raise StateError(f"cannot prepare version {version} on version {self._version}")
-        memo_key = (version, tuple(sorted(updates.items())))
-        hit = self._memo.get(memo_key)
-        if hit is not None:
-            return hit[0], list(hit[1])
-        batch = _Batch(version)
-        entries = []
-        for key, value in memo_key[1]:
-            kh = sha3(key)
+        frozen = dict(updates)
+        for m_version, m_updates, m_root, m_ops in self._memo:
+            if m_version == version and m_updates == frozen:
+                return m_root, list(m_ops)
+        entries: list[_Entry] = []
+        append, sha3, leaf_domain, nibbles = entries.append, _sha3, LEAF_DOMAIN, _NIBBLES
+        for key, value in frozen.items():
+            kh = sha3(key).digest()
             if value is None:
-                entries.append(_Leaf(kh, kh.hex(), _DELETE, b""))
+                append((kh, kh.hex().encode().translate(nibbles), None, b""))
             else:
-                entries.append(_Leaf(kh, kh.hex(), sha3(value), value))
-        ref = self._root_ref
-        result: _Child | None = self._update(batch, ref, 0, entries) if entries else ref
-        new_ref = None if result is None else self._place(batch, 0, result)
-        root = EMPTY_ROOT if new_ref is None else Hash32(new_ref[0])
-        ops: list[WriteOp] = list(batch.puts.items())
+                append((kh, kh.hex().encode().translate(nibbles), value,
+                        sha3(leaf_domain + kh + sha3(value).digest()).digest()))
+        entries.sort()
+        b = _Batch(version, entries)
+        root = self._root_ref
+        new: _Ref | None
+        if not entries:
+            new = _SAME
+        elif root is None:
+            new = self._build(b, 0, [b.leaf(e) for e in entries if e[2] is not None])
+        elif root[2] is not None:
+            new = self._apply_leaf(b, root, 0, entries)
+        elif len(entries) == 1:
+            new = self._apply_one(b, root[1], 0, entries[0])
+        else:
+            new = self._apply_many(b, root[1], 0, 0, len(entries))
+        new_ref = root if new is _SAME else new
+        root_hash = EMPTY_ROOT if new_ref is None else Hash32(new_ref[0])
+        prefix = b.prefix
+        ops: list[WriteOp] = [(prefix + path, raw) for path, raw in b.nodes.items()]
+        ops += b.ops
         ops.append((root_key(version), _encode_root(new_ref)))
-        if batch.stale:
-            ops.append((stale_key(version), b"".join(_DEPTH[len(k)] + k for k in batch.stale)))
+        if b.stale:
+            lengths = _LENGTH
+            ops.append((stale_key(version), b"".join([lengths[len(k)] + k for k in b.stale])))
+        if self._version < 0:
+            ops.append((FORMAT_KEY, _FORMAT_RECORD))
         if len(self._staged) >= 8:  # proposals that never committed
             self._staged.clear()
             self._memo.clear()
-        self._staged[root] = _Staged(version, new_ref, batch.puts, batch.stale)
-        self._memo[memo_key] = (root, ops)
-        return root, list(ops)
+        self._staged[root_hash] = _Staged(version, new_ref, b.nodes, b.removed, frozen)
+        self._memo.append((version, frozen, root_hash, ops))
+        return root_hash, list(ops)
 
     def applied(self, root: Hash32) -> None:
         """Adopt the version prepared for ``root``, once its writes are durable.
@@ -412,239 +571,238 @@ class JellyfishState:
             raise StateError(f"no prepared update leads to root {root.hex()}")
         self._version, self._root_ref = staged.version, staged.root
         cache = self._cache
-        for key in staged.stale:
-            cache.pop(key, None)
-        if self._cache_cap:
-            for key, raw in staged.nodes.items():
-                if raw[0] == _INTERNAL:
-                    cache[key] = raw
+        for path in staged.removed:
+            cache.pop(path, None)
+        if self._cache_cap:  # the new nodes replace the old ones at their paths
+            cache.update(staged.nodes)
             if len(cache) > self._cache_cap:
-                self._evict()
+                _evict(cache, self._cache_cap)
+        if self._values_cap:
+            self._values.update(staged.updates)
+            if len(self._values) > self._values_cap:
+                _evict(self._values, self._values_cap)
         self._staged.clear()
         self._memo.clear()
 
-    def _update(self, b: _Batch, ref: _Ref | None, depth: int, entries: list[_Leaf]) -> _Child | None:
-        """Apply ``entries`` (distinct key hashes, all on the path of this subtree) to the subtree ``ref``.
+    def _apply_many(self, b: _Batch, vb: bytes, depth: int, lo: int, hi: int) -> _Ref | None:
+        """Apply entries ``lo:hi`` (two or more, on its path) to the internal node of version ``vb`` at ``depth``.
 
-        Returns the new subtree: ``ref`` itself when nothing changed, a ``_Leaf`` to place when it holds
-        one key, a stored internal node's reference, or None when it is empty.
+        Returns ``_SAME`` when nothing changed, else the new subtree: a new internal node, a leaf (the
+        node collapsed) or None (it is empty).
         """
-        if len(entries) == 1:
-            return self._update_one(b, ref, depth, entries[0])
-        if ref is None:
-            return self._build(b, depth, [e for e in entries if e.vh])
-        if ref[2]:
-            return self._update_leaf(b, ref, depth, entries)
-        rep = entries[0].kh
-        key = _key(ref[1], rep, depth)
-        raw = self._load_as(key, _INTERNAL)
-        changed: dict[str, _Child | None] = {}
-        same_shape = ((raw[1] << 8) | raw[2]).bit_count() > 1  # (a node with one child may collapse)
-        groups: dict[str, list[_Leaf]] = {}
-        for e in entries:
-            c = e.hx[depth]
-            group = groups.get(c)
-            if group is None:
-                groups[c] = [e]
+        entries, nibs = b.entries, b.nibs
+        path = nibs[lo][:depth]
+        raw = self._cache.get(path) or self._latest(path, vb)
+        leafmap = (raw[1] << 8) | raw[2]
+        bitmap = (raw[3] << 8) | raw[4]
+        k = bitmap.bit_count()
+        he, ko = 5 + 32 * k, 5 + 40 * k
+        changes: list[tuple[int, int, _Ref | None]] = []  # nibble, child index, new child
+        same_shape = True
+        start = lo
+        while start < hi:  # the entries of each child in turn
+            nib = nibs[start][depth]
+            if hi - start > _WIDE:
+                end = bisect_left(nibs, path + _NIBBLE_BYTE[nib + 1], start + 1, hi)
             else:
-                group.append(e)
-        for c, group in groups.items():
-            old = _child(raw, _NIB[c])
-            new = self._update(b, old, depth + 1, group)
-            if new != old:
-                changed[c] = new
-                if new is None or old is None:
+                end = start + 1
+                while end < hi and nibs[end][depth] == nib:
+                    end += 1
+            bit = 1 << nib
+            if not bitmap & bit:  # an empty child: new leaves
+                leaves = [b.leaf(e) for e in entries[start:end] if e[2] is not None]
+                if leaves:
+                    changes.append((nib, -1, self._build(b, depth + 1, leaves)))
                     same_shape = False
-        if not changed:
-            return ref
-        b.stale.append(key)
-        if same_shape:
-            return self._splice(b, depth, rep, raw, changed)
-        return self._reshape(b, depth, rep, raw, changed)
-
-    def _reshape(
-        self, b: _Batch, depth: int, rep: bytes, raw: bytes, changed: dict[str, _Child | None]
-    ) -> _Child | None:
-        """Internal node ``raw`` with children added or removed: rebuilt, or collapsed."""
-        slots: dict[str, _Child] = dict(_children(raw))
-        for c, new in changed.items():
-            if new is None:
-                del slots[c]
-            else:
-                slots[c] = new
-        return self._make(b, depth, rep, slots)
-
-    def _update_one(self, b: _Batch, ref: _Ref | None, depth: int, e: _Leaf) -> _Child | None:
-        """``_update`` for a single entry (most nodes of a block): walk down its path, then rebuild upwards.
-
-        The hot path of a block: node keys, child lookups and splices are written out inline.
-        """
-        kh, hx = e.kh, e.hx
-        cache = self._cache
-        path: list[tuple[bytes, bytes, int, int, int, int]] = []  # per level: key, node, bitmap, bit, index, k
-        while ref is not None and not ref[2]:
-            half = depth >> 1
-            key = NODE_PREFIX + ref[1] + _DEPTH[depth] + (kh[:half] + _HIGH[kh[half]] if depth & 1 else kh[:half])
-            raw = cache.get(key) or self._load_as(key, _INTERNAL)
-            bitmap = (raw[1] << 8) | raw[2]
-            bit = 1 << _NIB[hx[depth]]
-            i = (bitmap & (bit - 1)).bit_count()
-            k = bitmap.bit_count()
-            path.append((key, raw, bitmap, bit, i, k))
-            if bitmap & bit:
-                vo = 5 + 32 * k + 8 * i
-                ref = raw[5 + 32 * i : 37 + 32 * i], raw[vo : vo + 8], bool(((raw[3] << 8) | raw[4]) & bit)
-            else:
-                ref = None
-            depth += 1
-        if ref is None:
-            if not e.vh:  # deleting an absent key
-                return None if not path else self._root_of_path(path[0][0], path[0][1])
-            new: _Child | None = e
-        else:
-            half = depth >> 1
-            key = NODE_PREFIX + ref[1] + _DEPTH[depth] + (kh[:half] + _HIGH[kh[half]] if depth & 1 else kh[:half])
-            leaf = self._load_as(key, _LEAF, cache=False)
-            if leaf[1:33] == kh and e.vh:  # a new value for an existing key: the common case
-                if leaf[33:65] == e.vh:
-                    return ref if not path else self._root_of_path(path[0][0], path[0][1])
-                b.stale.append(key)
-                new = e
-            else:
-                new = self._update_leaf(b, ref, depth, [e], leaf)
-                if new == ref:  # deleting a key that the leaf on its path does not hold
-                    return ref if not path else self._root_of_path(path[0][0], path[0][1])
-        puts, prefix = b.puts, b.prefix
-        for key, raw, bitmap, bit, i, k in reversed(path):
-            depth -= 1
-            b.stale.append(key)
-            if new is None or k == 1 or not bitmap & bit:
-                new = self._reshape(b, depth, kh, raw, {_HEX[bit.bit_length() - 1]: new})
+                start = end
                 continue
-            h, vb, is_leaf = self._place(b, depth + 1, new) if isinstance(new, _Leaf) else new
+            i = (bitmap & (bit - 1)).bit_count()
+            child_vb = raw[he + 8 * i : he + 8 * i + 8]
+            old_kh: bytes | None = None
+            if leafmap & bit:
+                j = ko + 32 * (leafmap & (bit - 1)).bit_count()
+                old_kh = raw[j : j + 32]
+                leaf = raw[5 + 32 * i : 37 + 32 * i], child_vb, old_kh
+                new = self._apply_leaf(b, leaf, depth + 1, entries[start:end])
+            elif end - start == 1:
+                new = self._apply_one(b, child_vb, depth + 1, entries[start])
+            else:
+                new = self._apply_many(b, child_vb, depth + 1, start, end)
+            if new is not _SAME:
+                changes.append((nib, i, new))
+                if new is None or new[2] != old_kh:
+                    same_shape = False
+            start = end
+        if not changes:
+            return _SAME
+        b.stale.append(NODE_PREFIX + vb + path)
+        if not same_shape:  # a child added, removed, or changing kind (a lone child may become a leaf)
+            slots = _slots(raw)
+            for nib, _, new in changes:
+                slots[nib] = new
+            return self._remake(b, depth, path, slots)
+        node = bytearray(raw)
+        for _, i, new in changes:
+            if new is not None:  # (always: same shape)
+                node[5 + 32 * i : 37 + 32 * i] = new[0]
+                node[he + 8 * i : he + 8 * i + 8] = new[1]
+        encoded = bytes(node)
+        b.nodes[path] = encoded
+        return _sha3(INTERNAL_DOMAIN + encoded[3:he]).digest(), b.vb, None
+
+    def _apply_one(self, b: _Batch, vb: bytes, depth: int, e: _Entry) -> _Ref | None:
+        """``_apply_many`` of the single entry ``e``: what most nodes of a block see.
+
+        Walks down the entry's path, then rebuilds upwards. The hot path of a block, written out inline
+        (each operation here costs, per touched node).
+        """
+        kh, nibs, value, lh = e
+        cache = self._cache
+        path: list[tuple[bytes, bytes, bytes, int, int, bytes | None, int]] = []
+        # per level: nibble path, version and record of the node, child index, end of its hashes, what the
+        # child was (its key hash if a leaf, None if internal, b"" if empty), nibble
+        while True:
+            pk = nibs[:depth]
+            raw = cache.get(pk) or self._latest(pk, vb)
+            bitmap = (raw[3] << 8) | raw[4]
+            nib = nibs[depth]
+            bit = 1 << nib
+            depth += 1
+            if not bitmap & bit:
+                path.append((pk, vb, raw, 0, 0, b"", nib))
+                child_kh: bytes | None = b""
+                break
+            k = bitmap.bit_count()
+            i = (bitmap & (bit - 1)).bit_count()
             he = 5 + 32 * k
-            leafmap = (raw[3] << 8) | raw[4]
-            leafmap = leafmap | bit if is_leaf else leafmap & ~bit
-            o, vo = 5 + 32 * i, he + 8 * i
-            hashes = raw[5:o] + h + raw[o + 32 : he]
-            half = depth >> 1
-            puts[prefix + _DEPTH[depth] + (kh[:half] + _HIGH[kh[half]] if depth & 1 else kh[:half])] = (
-                raw[:3] + leafmap.to_bytes(2, "big") + hashes + raw[he:vo] + vb + raw[vo + 8 :])
-            new = sha3(INTERNAL_DOMAIN + raw[1:3] + hashes), b.vb, False
+            vo = he + 8 * i
+            leafmap = (raw[1] << 8) | raw[2]
+            if leafmap & bit:
+                ko = 5 + 40 * k + 32 * (leafmap & (bit - 1)).bit_count()
+                child_kh = raw[ko : ko + 32]
+                path.append((pk, vb, raw, i, he, child_kh, nib))
+                vb = raw[vo : vo + 8]
+                break
+            path.append((pk, vb, raw, i, he, None, nib))
+            vb = raw[vo : vo + 8]
+        # the path ends at ``depth`` in an empty child, or in a leaf of version ``vb`` (child ``i`` of ``raw``)
+        stale, ops, bvb = b.stale, b.ops, b.vb
+        new: _Ref | None
+        if child_kh == kh:
+            if value is None:  # a delete
+                stale.append(VALUE_PREFIX + kh + vb)
+                ops.append((LATEST_PREFIX + kh, None))
+                new = None
+            elif lh == raw[5 + 32 * i : 37 + 32 * i]:  # the same value again
+                return _SAME
+            else:  # a new value for an existing key: the common case
+                stale.append(VALUE_PREFIX + kh + vb)
+                ops.append((VALUE_PREFIX + kh + bvb, value))
+                ops.append((LATEST_PREFIX + kh, value))
+                new = lh, bvb, kh
+        elif value is None:  # deleting an absent key
+            return _SAME
+        else:
+            ops.append((VALUE_PREFIX + kh + bvb, value))
+            ops.append((LATEST_PREFIX + kh, value))
+            new = lh, bvb, kh
+            if child_kh:  # another key's leaf: both go under a new internal node
+                new = self._build(b, depth, [new, (raw[5 + 32 * i : 37 + 32 * i], vb, child_kh)])
+        nodes, sha3, domain, join = b.nodes, _sha3, INTERNAL_DOMAIN, b"".join
+        for pk, node_vb, raw, i, he, old, nib in reversed(path):
+            depth -= 1
+            stale.append(NODE_PREFIX + node_vb + pk)
+            if new is None or new[2] != old:  # a child added, removed or changing kind
+                slots = _slots(raw)
+                slots[nib] = new
+                new = self._remake(b, depth, pk, slots)
+                continue
+            o = 5 + 32 * i
+            vo = he + 8 * i
+            encoded = join((raw[:o], new[0], raw[o + 32 : vo], bvb, raw[vo + 8 :]))
+            nodes[pk] = encoded
+            new = sha3(domain + encoded[3:he]).digest(), bvb, None
         return new
 
-    @staticmethod
-    def _root_of_path(key: bytes, raw: bytes) -> _Ref:
-        """The reference to the unchanged internal node ``raw`` stored under ``key``."""
-        return _hash_of(raw), key[len(NODE_PREFIX) : len(NODE_PREFIX) + 8], False
-
-    def _splice(self, b: _Batch, depth: int, rep: bytes, raw: bytes, changed: dict[str, _Child | None]) -> _Ref:
-        """A copy of internal node ``raw`` with its ``changed`` children (none of them added or removed)."""
-        node = bytearray(raw)
-        bitmap = (raw[1] << 8) | raw[2]
-        leafmap = (raw[3] << 8) | raw[4]
-        hashes_end = 5 + 32 * bitmap.bit_count()
-        for c, new in changed.items():
-            if new is None:  # excluded by the caller (same shape)
-                raise StateError("a removed child reached _splice")
-            h, vb, is_leaf = self._place(b, depth + 1, new)
-            bit = 1 << _NIB[c]
-            i = (bitmap & (bit - 1)).bit_count()
-            node[5 + 32 * i : 37 + 32 * i] = h
-            node[hashes_end + 8 * i : hashes_end + 8 * i + 8] = vb
-            leafmap = leafmap | bit if is_leaf else leafmap & ~bit
-        node[3] = leafmap >> 8
-        node[4] = leafmap & 0xFF
-        encoded = bytes(node)
-        b.puts[b.key(rep, depth)] = encoded
-        return sha3(INTERNAL_DOMAIN + encoded[1:3] + encoded[5:hashes_end]), b.vb, False
-
-    def _update_leaf(
-        self, b: _Batch, ref: _Ref, depth: int, entries: list[_Leaf], raw: bytes | None = None
-    ) -> _Child | None:
-        """Apply ``entries`` to the subtree that is the stored leaf ``ref`` (its record ``raw`` if already read)."""
-        key = _key(ref[1], entries[0].kh, depth)
-        if raw is None:
-            raw = self._load_as(key, _LEAF, cache=False)
-        okh, ovh = raw[1:33], raw[33:65]
-        match: _Leaf | None = None
-        merged: list[_Leaf] = []
+    def _apply_leaf(self, b: _Batch, ref: _Ref, depth: int, entries: list[_Entry]) -> _Ref | None:
+        """Apply ``entries`` to the subtree that is the leaf ``ref``; ``_SAME`` if nothing changes."""
+        okh = ref[2]
+        leaves: list[_Ref] = []
+        match: _Entry | None = None
         for e in entries:
-            if e.kh == okh:
+            if e[0] == okh:
                 match = e
-            elif e.vh:
-                merged.append(e)
-        if match is None or match.vh == ovh:
-            if not merged:
-                return ref  # unchanged
-            merged.append(_Leaf(okh, okh.hex(), ovh, raw[65:], key))  # it moves down: see _place
+            elif e[2] is not None:
+                leaves.append(b.leaf(e))
+        if match is None or match[3] == ref[0]:  # untouched, or the same value again
+            if not leaves:
+                return _SAME
+            leaves.append(ref)  # it moves down, under a new internal node: nothing to write for it
+        elif match[2] is None:
+            b.delete(ref)
         else:
-            b.stale.append(key)  # deleted or overwritten
-            if match.vh:
-                merged.append(match)
-        return self._build(b, depth, merged)
+            b.drop(ref)
+            leaves.append(b.leaf(match))
+        return self._build(b, depth, leaves)
 
-    def _build(self, b: _Batch, depth: int, leaves: list[_Leaf]) -> _Child | None:
+    def _build(self, b: _Batch, depth: int, leaves: list[_Ref]) -> _Ref | None:
         """The subtree at ``depth`` holding exactly ``leaves`` (distinct key hashes on one path)."""
         if len(leaves) <= 1:
             return leaves[0] if leaves else None
-        groups: dict[str, list[_Leaf]] = {}
-        for e in leaves:
-            groups.setdefault(e.hx[depth], []).append(e)
-        slots: dict[str, _Child] = {}
-        for c, group in groups.items():
-            built = self._build(b, depth + 1, group)
-            if built is not None:
-                slots[c] = built
-        return self._make(b, depth, leaves[0].kh, slots)
+        groups: dict[int, list[_Ref]] = {}
+        for leaf in leaves:
+            groups.setdefault(_nibble(leaf[2] or b"", depth), []).append(leaf)
+        slots: list[_Ref | None] = [None] * 16
+        for nib, group in groups.items():
+            slots[nib] = self._build(b, depth + 1, group)
+        return self._make(b, depth, _nibs(leaves[0][2] or b"")[:depth], slots)
 
-    def _make(self, b: _Batch, depth: int, rep: bytes, slots: dict[str, _Child]) -> _Child | None:
-        """The internal node at ``depth`` on the path of ``rep`` with ``slots``, or its collapse."""
-        if not slots:
+    def _remake(self, b: _Batch, depth: int, path: bytes, slots: list[_Ref | None]) -> _Ref | None:
+        """``_make`` in place of a stored node at ``path``: if it collapses, its path is recorded as removed."""
+        new = self._make(b, depth, path, slots)
+        if new is None or new[2] is not None:
+            b.removed.append(path)
+        return new
+
+    def _make(self, b: _Batch, depth: int, path: bytes, slots: list[_Ref | None]) -> _Ref | None:
+        """The internal node at ``depth`` and nibble ``path`` with ``slots``, or its collapse.
+
+        No child: None. One child that is a leaf: that leaf (it moves up). Otherwise a new node.
+        """
+        present = [(nib, s) for nib, s in enumerate(slots) if s is not None]
+        if not present:
             return None
-        if len(slots) == 1:
-            ((c, only),) = slots.items()
-            if isinstance(only, _Leaf):
-                return only
-            if only[2]:  # a stored leaf, alone now: it moves up
-                key = _hex_key(only[1], rep.hex()[:depth] + c)
-                raw = self._load_as(key, _LEAF, cache=False)
-                return _Leaf(raw[1:33], raw[1:33].hex(), raw[33:65], raw[65:], key)
+        if len(present) == 1 and present[0][1][2] is not None:
+            return present[0][1]
         bitmap = leafmap = 0
         hashes: list[bytes] = []
         versions: list[bytes] = []
-        for c in sorted(slots):
-            h, vb, is_leaf = self._place(b, depth + 1, slots[c])
-            bit = 1 << _NIB[c]
+        khs: list[bytes] = []
+        for nib, (h, vb, leaf_kh) in present:
+            bit = 1 << nib
             bitmap |= bit
-            if is_leaf:
-                leafmap |= bit
             hashes.append(h)
             versions.append(vb)
+            if leaf_kh is not None:
+                leafmap |= bit
+                khs.append(leaf_kh)
         children = b"".join(hashes)
         head = bitmap.to_bytes(2, "big")
-        b.puts[b.key(rep, depth)] = b"\x01" + head + leafmap.to_bytes(2, "big") + children + b"".join(versions)
-        return sha3(INTERNAL_DOMAIN + head + children), b.vb, False
-
-    def _place(self, b: _Batch, depth: int, child: _Child) -> _Ref:
-        """Store ``child`` at ``depth`` (on its own key's path) if it is a leaf to place; its reference."""
-        if not isinstance(child, _Leaf):
-            return child
-        if child.origin is not None:  # an existing leaf that moves (up on a collapse, down on a split)
-            b.stale.append(child.origin)
-        b.puts[b.key(child.kh, depth)] = b"\x00" + child.kh + child.vh + child.value
-        return sha3(LEAF_DOMAIN + child.kh + child.vh), b.vb, True
+        b.nodes[path] = (
+            _TAG_BYTE + leafmap.to_bytes(2, "big") + head + children + b"".join(versions) + b"".join(khs))
+        return _sha3(INTERNAL_DOMAIN + head + children).digest(), b.vb, None
 
     # --- pruning ---------------------------------------------------------------------------------
 
     def prune(self, below: int, limit: int = 10_000) -> int:
         """Delete what only versions below ``below`` need: at most ``limit`` + 1 deletions, in one batch.
 
-        Walks the stale-node lists of versions 1..``below`` in order (a version's list names the nodes
-        only older versions use) and deletes the listed nodes and the root records of the versions
-        left behind; progress is stored in the same (unsynced: redoing it is harmless) batch.
-        ``below`` is capped at the newest version. Returns the number of nodes and root records
-        deleted, 0 when nothing is left to prune; ``oldest_version`` is ``below`` once it is done.
+        Walks the stale lists of versions 1..``below`` in order (a version's list names the nodes and
+        values only older versions use) and deletes the listed keys and the root records of the
+        versions left behind; progress is stored in the same (unsynced: redoing it is harmless) batch.
+        The latest-value index is never pruned: it holds the newest version only. ``below`` is capped
+        at the newest version. Returns the number of nodes, values and root records deleted, 0 when
+        nothing is left to prune; ``oldest_version`` is ``below`` once it is done.
         """
         below = min(below, self._version)
         s, o = self._prune_next, self._prune_offset
@@ -653,7 +811,7 @@ class JellyfishState:
         ops: list[WriteOp] = []
         done = 0
         while s <= below and done < limit:
-            raw = self._store.get(stale_key(s))
+            raw = self._read(stale_key(s))
             keys = _split_keys(raw) if raw is not None else []
             if o == 0:
                 ops.append((root_key(s - 1), None))
@@ -673,7 +831,7 @@ class JellyfishState:
     # --- checking --------------------------------------------------------------------------------
 
     def leaves(self, version: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """Every ``(key_hash, value)`` of ``version`` (default: the newest), in key-hash order.
+        """Every ``(key_hash, value)`` of ``version`` (default: the newest), in key-hash order, from its tree.
 
         Raises ``VersionUnavailable``.
         """
@@ -683,54 +841,75 @@ class JellyfishState:
             yield from self._leaves(ref, "", v == self._version)
 
     def _leaves(self, ref: _Ref, path: str, latest: bool) -> Iterator[tuple[bytes, bytes]]:
-        raw = self._load(_hex_key(ref[1], path), cache=latest)
-        if raw[0] == _LEAF:
-            yield raw[1:33], raw[65:]
+        if ref[2] is not None:
+            yield ref[2], self._value_of(ref)
             return
-        for c, child in _children(raw).items():
-            yield from self._leaves(child, path + c, latest)
+        nibble_path = path.encode().translate(_NIBBLES)
+        raw = self._latest(nibble_path, ref[1]) if latest else self._read_node(NODE_PREFIX + ref[1] + nibble_path)
+        for nib, child in enumerate(_slots(raw)):
+            if child is not None:
+                yield from self._leaves(child, path + _HEX[nib], latest)
 
     def audit(self, version: int | None = None) -> int:
-        """Recompute every hash of ``version`` (default: the newest) from its nodes and values; the key count.
+        """Recompute every hash of ``version`` (default: the newest) from its stored nodes and values; the key count.
 
-        Checks that each node hashes to what its parent (or the root record) says, that each leaf's
-        value hashes to its value hash and its key hash lies on its path, and that the tree is in its
-        collapsed form. Costs a read of the whole version. Raises ``StoreCorrupted``, ``VersionUnavailable``.
+        Reads the store, not the node cache. Checks that each node hashes to what its parent (or the
+        root record) says, that each leaf's key hash lies on its path and its value hashes to it, that
+        the tree is in its collapsed form and, for the newest version, that the latest-value index
+        holds exactly its keys and values. Costs a read of the whole version. Raises
+        ``StoreCorrupted``, ``VersionUnavailable``.
         """
         v = self._version if version is None else version
         ref = self._root_ref_at(v) if v >= 0 else None
-        return 0 if ref is None else self._audit(ref, "", v == self._version)
+        found = [] if ref is None else self._audit(ref, "")
+        if v == self._version:
+            indexed = list(self._store.iterate(LATEST_PREFIX))
+            if indexed != [(LATEST_PREFIX + kh, value) for kh, value in found]:
+                raise StoreCorrupted("the latest-value index disagrees with the tree")
+        return len(found)
 
-    def _audit(self, ref: _Ref, path: str, latest: bool) -> int:
+    def _audit(self, ref: _Ref, path: str) -> list[tuple[bytes, bytes]]:
+        if ref[2] is not None:
+            kh = ref[2]
+            value = self._value_of(ref)
+            if len(kh) != 32 or kh.hex()[: len(path)] != path:
+                raise StoreCorrupted(f"the leaf of key hash {kh.hex()} is off its path {path!r}")
+            if _leaf_hash(kh, value) != ref[0]:
+                raise StoreCorrupted(f"the leaf of key hash {kh.hex()}: value hash mismatch")
+            return [(kh, value)]
         key = _hex_key(ref[1], path)
-        raw = self._load(key, cache=latest)
+        raw = self._read_node(key)
         where = _where(key)
-        if (raw[0] == _LEAF) != ref[2]:
-            raise StoreCorrupted(f"{where} has the wrong type")
-        if raw[0] == _LEAF:
-            if len(raw) < 65 or raw[1:33].hex()[: len(path)] != path or sha3(raw[65:]) != raw[33:65]:
-                raise StoreCorrupted(f"{where}: leaf off its path or value hash mismatch")
-            if _hash_of(raw) != ref[0]:
-                raise StoreCorrupted(f"{where} does not hash to its parent's record")
-            return 1
-        bitmap = (raw[1] << 8) | raw[2]
-        k = bitmap.bit_count()
-        if len(raw) != 5 + 40 * k or k == 0 or ((raw[3] << 8) | raw[4]) & ~bitmap:
-            raise StoreCorrupted(f"{where}: malformed internal node")
-        children = _children(raw)
-        if k == 1 and next(iter(children.values()))[2]:
+        slots = _slots(raw)
+        present = [s for s in slots if s is not None]
+        if len(present) == 1 and present[0][2] is not None:
             raise StoreCorrupted(f"{where}: a lone leaf child was not collapsed")
-        if internal_hash(bitmap, raw[5 : 5 + 32 * k]) != ref[0]:
+        if _hash_of(raw) != ref[0]:
             raise StoreCorrupted(f"{where} does not hash to its parent's record")
-        return sum(self._audit(child, path + c, latest) for c, child in children.items())
+        found: list[tuple[bytes, bytes]] = []
+        for nib, child in enumerate(slots):
+            if child is not None:
+                found += self._audit(child, path + _HEX[nib])
+        return found
 
 
-def _hash_of(raw: bytes) -> Hash32:
-    """The hash of a stored node (leaf or internal) from its record."""
-    if raw[0] == _LEAF:
-        return sha3(LEAF_DOMAIN + raw[1:65])
-    k = ((raw[1] << 8) | raw[2]).bit_count()
-    return sha3(INTERNAL_DOMAIN + raw[1:3] + raw[5 : 5 + 32 * k])
+def _evict(cache: dict[bytes, _V], cap: int) -> None:
+    """Drop the oldest entries of ``cache`` down to nine tenths of ``cap``.
+
+    Oldest by insertion: the nodes near the root are rewritten by every block, so they stay.
+    """
+    for key in list(islice(cache, len(cache) - cap * 9 // 10)):
+        del cache[key]
+
+
+def _leaf_hash(kh: bytes, value: bytes) -> bytes:
+    return _hash(LEAF_DOMAIN + kh + _hash(value))
+
+
+def _hash_of(raw: bytes) -> bytes:
+    """The hash of a stored internal node from its record."""
+    k = ((raw[3] << 8) | raw[4]).bit_count()
+    return _hash(INTERNAL_DOMAIN + raw[3 : 5 + 32 * k])
 
 
 def root_of(contents: Mapping[bytes, bytes]) -> Hash32:
@@ -739,18 +918,17 @@ def root_of(contents: Mapping[bytes, bytes]) -> Hash32:
     Used by tests and tools to cross-check ``JellyfishState`` (which must give the same root whatever
     the order and batching of updates).
     """
-    items = sorted((sha3(k), sha3(v)) for k, v in contents.items())
-    return _subtree_root(items, 0) if items else EMPTY_ROOT
+    items = sorted((_hash(k), _hash(v)) for k, v in contents.items())
+    return Hash32(_subtree_root(items, 0)) if items else EMPTY_ROOT
 
 
-def _subtree_root(items: list[tuple[Hash32, Hash32]], depth: int) -> Hash32:
+def _subtree_root(items: list[tuple[bytes, bytes]], depth: int) -> bytes:
     if len(items) == 1:
         kh, vh = items[0]
-        return sha3(LEAF_DOMAIN + kh + vh)
-    groups: dict[int, list[tuple[Hash32, Hash32]]] = {}
+        return _hash(LEAF_DOMAIN + kh + vh)
+    groups: dict[int, list[tuple[bytes, bytes]]] = {}
     for item in items:
-        kh = item[0]
-        groups.setdefault(kh[depth >> 1] >> 4 if depth % 2 == 0 else kh[depth >> 1] & 0x0F, []).append(item)
+        groups.setdefault(_nibble(item[0], depth), []).append(item)
     bitmap = 0
     hashes = []
     for nib in sorted(groups):

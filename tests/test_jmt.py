@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +23,17 @@ from state import jmt
 from state import testing as sst
 from state.abc import KeyValueStore
 from state.exceptions import DecodeError, InvalidProof, StateError, StoreCorrupted, VersionUnavailable
-from state.jmt import NODE_PREFIX, ROOT_PREFIX, JellyfishState, node_key, root_key, root_of
+from state.jmt import (
+    LATEST_PREFIX,
+    NODE_PREFIX,
+    ROOT_PREFIX,
+    VALUE_PREFIX,
+    JellyfishState,
+    node_key,
+    root_key,
+    root_of,
+    value_key,
+)
 from state.kv import LevelDBStore, MemoryStore
 from state.proof import EMPTY_ROOT, ProofLeaf, ProofLevel, StateProof, decode_proof, verify_proof
 
@@ -107,28 +118,46 @@ def new_tree(store: KeyValueStore, **kwargs: int) -> JellyfishState:
 
 
 def reachable(store: KeyValueStore, version: int) -> set[bytes]:
-    """The node keys of ``version``, found by decoding the documented layout (not through the tree)."""
+    """The node and value keys of ``version``, found by decoding the documented layout (not through the tree)."""
     record = store.get(root_key(version))
     assert record is not None
     if record == b"":
         return set()
     out: set[bytes] = set()
 
+    def value(kh: bytes, value_version: int) -> None:
+        key = value_key(kh, value_version)
+        assert store.get(key) is not None, f"value {kh.hex()}@{value_version} of version {version} is missing"
+        out.add(key)
+
     def walk(node_version: int, path: str) -> None:
         key = node_key(node_version, path)
         raw = store.get(key)
         assert raw is not None, f"node {path!r}@{node_version} of version {version} is missing"
+        assert raw[0] == 2, "format 2: every stored node is internal"
         out.add(key)
-        if raw[0] == 1:
-            bitmap = int.from_bytes(raw[1:3], "big")
-            k = bitmap.bit_count()
-            present = [n for n in range(16) if bitmap >> n & 1]
-            for i, n in enumerate(present):
-                v = int.from_bytes(raw[5 + 32 * k + 8 * i : 13 + 32 * k + 8 * i], "big")
+        leafmap, bitmap = int.from_bytes(raw[1:3], "big"), int.from_bytes(raw[3:5], "big")
+        k = bitmap.bit_count()
+        present = [n for n in range(16) if bitmap >> n & 1]
+        leaf_hashes = iter(raw[5 + 40 * k + 32 * j : 5 + 40 * k + 32 * j + 32] for j in range(leafmap.bit_count()))
+        for i, n in enumerate(present):
+            v = int.from_bytes(raw[5 + 32 * k + 8 * i : 13 + 32 * k + 8 * i], "big")
+            if leafmap >> n & 1:
+                value(next(leaf_hashes), v)
+            else:
                 walk(v, path + "0123456789abcdef"[n])
 
-    walk(int.from_bytes(record[32:40], "big"), "")
+    root_version = int.from_bytes(record[32:40], "big")
+    if record[40] == 1:  # a tree of one leaf
+        value(record[41:], root_version)
+    else:
+        walk(root_version, "")
     return out
+
+
+def latest_index(store: KeyValueStore) -> dict[bytes, bytes]:
+    """The latest-value index as stored: key hash -> value."""
+    return {k[len(LATEST_PREFIX) :]: v for k, v in store.iterate(LATEST_PREFIX)}
 
 
 def snapshot(store: KeyValueStore) -> dict[bytes, bytes]:
@@ -148,15 +177,22 @@ def _keys() -> st.SearchStrategy[bytes]:
 class JellyfishMachine(RuleBasedStateMachine):
     """``JellyfishState`` against a dict per version: commits, reads and proofs at past versions, pruning."""
 
-    cache_nodes = 3  # tiny: eviction runs all the time
+    cache_sizes: tuple[int, ...] = (0, 3, 1000)  # none; tiny, so that eviction runs all the time; all nodes
+    value_cache_sizes: tuple[int, ...] = (0, 2, 1000)
 
     def open_store(self) -> KeyValueStore:
         return MemoryStore()
 
-    @initialize()
-    def start(self) -> None:
+    def reopen_store(self) -> KeyValueStore:
+        """The store as a restarted process finds it (the same object for a memory store)."""
+        return self.store
+
+    @initialize(data=st.data())
+    def start(self, data: st.DataObject) -> None:
+        self.cache_nodes = data.draw(st.sampled_from(self.cache_sizes), label="cache_nodes")
+        self.cache_values = data.draw(st.sampled_from(self.value_cache_sizes), label="cache_values")
         self.store = self.open_store()
-        self.tree = new_tree(self.store, cache_nodes=self.cache_nodes)
+        self.tree = new_tree(self.store, cache_nodes=self.cache_nodes, cache_values=self.cache_values)
         self.history: dict[int, dict[bytes, bytes]] = {0: {}}
         self.model: dict[bytes, bytes] = {}
         self.pending: dict[bytes, bytes | None] = {}
@@ -249,16 +285,28 @@ class JellyfishMachine(RuleBasedStateMachine):
         if oldest > 0:
             with pytest.raises(VersionUnavailable, match="is pruned"):
                 self.tree.get(b"k", oldest - 1)
-        # nothing left but what the retained versions use
-        stored_nodes = {k for k, _ in self.store.iterate(NODE_PREFIX)}
+        # nothing left but what the retained versions use; the latest values all there
+        stored = {k for prefix in (NODE_PREFIX, VALUE_PREFIX) for k, _ in self.store.iterate(prefix)}
         needed = set().union(*(reachable(self.store, v) for v in range(oldest, self.tree.version + 1)))
-        assert stored_nodes == needed
+        assert stored == needed
+        assert latest_index(self.store) == {sha3(k): v for k, v in self.model.items()}
+        for version in range(oldest, self.tree.version + 1):
+            for key in sorted(self.keys_seen)[:4]:
+                assert self.tree.get(key, version) == self.history[version].get(key)
         roots = [int.from_bytes(k[len(ROOT_PREFIX) :], "big") for k, _ in self.store.iterate(ROOT_PREFIX)]
         assert roots == list(range(oldest, self.tree.version + 1))
 
+    @rule(data=st.data())
+    def read_the_newest_version(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.keys_seen)) | st.binary(max_size=2))
+        assert self.tree.get(key) == self.tree.get(key, self.tree.version) == self.model.get(key)
+        value, _ = self.tree.prove(key)
+        assert value == self.model.get(key)
+
     @rule()
     def reopen(self) -> None:
-        again = JellyfishState(self.store, cache_nodes=self.cache_nodes)
+        self.store = self.reopen_store()
+        again = JellyfishState(self.store, cache_nodes=self.cache_nodes, cache_values=self.cache_values)
         assert (again.root, again.version, again.oldest_version) == (
             self.tree.root, self.tree.version, self.tree.oldest_version)
         self.tree = again
@@ -277,6 +325,7 @@ class JellyfishMachine(RuleBasedStateMachine):
         assert self.tree.root == reference_root(self.model) == root_of(self.model)
         assert self.tree.audit() == len(self.model)
         assert sorted(self.tree.leaves()) == sorted((sha3(k), v) for k, v in self.model.items())
+        assert latest_index(self.store) == {sha3(k): v for k, v in self.model.items()}
         for key in mined_keys()[:3]:
             assert self.tree.get(key) == self.model.get(key)
 
@@ -296,13 +345,18 @@ test_jellyfish_state_on_memory = JellyfishMachine.TestCase
 
 
 class LevelDBJellyfishMachine(JellyfishMachine):
-    """The same machine on LevelDB (plyvel), with the default node cache."""
+    """The same machine on LevelDB (plyvel), with the default node cache or none; ``reopen`` closes the database."""
 
-    cache_nodes = jmt.DEFAULT_CACHE_NODES
+    cache_sizes = (0, jmt.DEFAULT_CACHE_NODES)
+    value_cache_sizes = (0, jmt.DEFAULT_CACHE_VALUES)
 
     def open_store(self) -> KeyValueStore:
         self.directory = tempfile.mkdtemp(prefix="jmt-")
         return LevelDBStore(self.directory)
+
+    def reopen_store(self) -> KeyValueStore:
+        self.store.close()
+        return LevelDBStore(self.directory, create=False)
 
     def teardown(self) -> None:
         super().teardown()
@@ -328,32 +382,82 @@ def test_root_does_not_depend_on_order_or_batching(contents: dict[bytes, bytes],
     assert tree.root == root_of(contents) == reference_root(contents)
 
 
-def test_each_dirty_node_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    store = MemoryStore()
+class CountingStore(MemoryStore):
+    """A memory store that counts its reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads += 1
+        return super().get(key)
+
+
+def test_each_dirty_node_is_hashed_once_and_no_leaf_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = CountingStore()
     tree = new_tree(store)
     commit(tree, store, {b"acct%d" % i: b"%d" % i for i in range(3000)})
     calls: list[bytes] = []
-    real = jmt.sha3
+    real = jmt._sha3
 
-    def counting(data: bytes) -> Hash32:
+    def counting(data: bytes = b"") -> Any:
         calls.append(data)
         return real(data)
 
-    monkeypatch.setattr(jmt, "sha3", counting)
+    monkeypatch.setattr(jmt, "_sha3", counting)
     updates: dict[bytes, bytes | None] = {b"acct%d" % i: b"new" for i in range(0, 3000, 97)}
     updates.update({b"fresh%d" % i: b"x" for i in range(20)})
     updates[b"acct5"] = None
+    updates[b"acct7"] = b"7"  # its value already
+    reads = store.reads
     root, ops = tree.prepare(updates, tree.version + 1)
+    assert store.reads == reads, "the nodes of the newest version are cached; leaves are never read"
     nodes = [k for k, _ in ops if k.startswith(NODE_PREFIX)]
     values = sum(v is not None for v in updates.values())
-    assert len(calls) == len(updates) + values + len(nodes), "one hash per key, per value, per new node"
+    assert len(calls) == len(updates) + 2 * values + len(nodes), "one hash per key, 2 per value, 1 per new node"
     assert len(set(nodes)) == len(nodes)
     depth = max(len(k) for k in nodes)  # a block writes only along the touched paths
-    assert len(nodes) <= len(updates) * 5 and depth < len(NODE_PREFIX) + 8 + 1 + 4
-    monkeypatch.setattr(jmt, "sha3", real)
+    assert len(nodes) <= len(updates) * 4 and depth < len(NODE_PREFIX) + 8 + 1 + 4
+    written = {k for k, v in ops if k.startswith(VALUE_PREFIX)}
+    assert written == {value_key(sha3(k), tree.version + 1) for k, v in updates.items() if v not in (None, b"7")}
+    monkeypatch.setattr(jmt, "_sha3", real)
     store.write(ops)
     tree.applied(root)
     assert tree.audit() == 3000 + 20 - 1
+
+
+def test_a_read_of_the_newest_version_is_one_store_read() -> None:
+    store = CountingStore()
+    tree = new_tree(store, cache_nodes=0, cache_values=0)
+    commit(tree, store, {b"acct%d" % i: b"%d" % i for i in range(500)})
+    commit(tree, store, {b"acct%d" % i: b"new" for i in range(0, 500, 7)})
+    for key, expected in ((b"acct7", b"new"), (b"acct8", b"8"), (b"absent", None)):
+        reads = store.reads
+        assert tree.get(key) == expected
+        assert store.reads == reads + 1
+        assert tree.get(key, tree.version - 1) == (b"7" if key == b"acct7" else expected)
+        assert store.reads > reads + 3, "an older version walks its path"
+
+
+def test_cached_latest_values_follow_the_commits() -> None:
+    store = CountingStore()
+    tree = new_tree(store, cache_values=4)
+    commit(tree, store, {b"a": b"1", b"b": b"2"})
+    assert [tree.get(k) for k in (b"a", b"b", b"c")] == [b"1", b"2", None]
+    reads = store.reads
+    assert [tree.get(k) for k in (b"a", b"b", b"c")] == [b"1", b"2", None]
+    assert store.reads == reads, "read from memory"
+    root, ops = tree.prepare({b"a": None, b"c": b"3", b"d": b"4"}, tree.version + 1)
+    assert [tree.get(k) for k in (b"a", b"c", b"d")] == [b"1", None, None], "prepared, not applied"
+    store.write(ops)
+    tree.applied(root)
+    assert [tree.get(k) for k in (b"a", b"b", b"c", b"d")] == [None, b"2", b"3", b"4"]
+    for i in range(10):  # evictions keep the cache bounded and right
+        commit(tree, store, {b"k%d" % i: b"%d" % i, b"b": b"%d" % i})
+        assert [tree.get(b"k%d" % j) for j in range(i + 1)] == [b"%d" % j for j in range(i + 1)]
+        assert tree.get(b"b") == b"%d" % i and len(tree._values) <= 4
+    assert JellyfishState(store).get(b"b") == b"9"
 
 
 def test_a_block_costs_what_it_touches_not_the_tree_size() -> None:
@@ -443,15 +547,45 @@ def test_audit_and_open_detect_corruption() -> None:
     store = MemoryStore()
     tree = new_tree(store)
     commit(tree, store, {k: k for k in mined_keys()})
-    leaf = next(k for k, v in store.iterate(NODE_PREFIX) if v[0] == 0)
-    raw = store.get(leaf)
+    value = next(k for k, _ in store.iterate(VALUE_PREFIX))
+    raw = store.get(value)
     assert raw is not None
-    store.write([(leaf, raw + b"tampered")])
+    store.write([(value, raw + b"tampered")])
     with pytest.raises(StoreCorrupted, match="value hash mismatch"):
         JellyfishState(store).audit()
-    store.write([(leaf, None)])
+    store.write([(value, None)])
     with pytest.raises(StoreCorrupted, match="is missing"):
         JellyfishState(store).audit()
+    store.write([(value, raw)])
+    assert JellyfishState(store).audit() == len(mined_keys())
+    latest = next(k for k, _ in store.iterate(LATEST_PREFIX))
+    for tampered in ([(latest, b"other")], [(latest, None)], [(LATEST_PREFIX + sha3(b"extra"), b"x")]):
+        before = snapshot(store)
+        store.write(tampered)
+        with pytest.raises(StoreCorrupted, match="latest-value index disagrees"):
+            JellyfishState(store).audit()
+        store.write([(k, None) for k in snapshot(store)] + list(before.items()))
+    node = next(k for k, _ in store.iterate(NODE_PREFIX) if len(k) > len(NODE_PREFIX) + 8)  # not the root
+    raw = store.get(node)
+    assert raw is not None
+    store.write([(node, raw[:10] + bytes([raw[10] ^ 1]) + raw[11:])])
+    with pytest.raises(StoreCorrupted, match="does not hash to its parent"):
+        JellyfishState(store).audit()
+    store.write([(node, raw[:-1])])
+    with pytest.raises(StoreCorrupted, match="missing or unreadable"):
+        JellyfishState(store, cache_nodes=0).audit()
+
+
+def test_a_store_of_format_1_is_refused() -> None:
+    store = MemoryStore()
+    new_tree(store)
+    commit(JellyfishState(store), store, {b"k": b"v"})
+    store.write([(jmt.FORMAT_KEY, None)])  # what a release before format 2 left behind
+    with pytest.raises(StoreCorrupted, match=r"stored in format 1 \(no format record\); this release reads format 2"):
+        JellyfishState(store)
+    store.write([(jmt.FORMAT_KEY, b"\x03")])
+    with pytest.raises(StoreCorrupted, match="stored in format 03"):
+        JellyfishState(store)
 
 
 # --- proofs ---------------------------------------------------------------------------------------------
@@ -561,12 +695,12 @@ def test_bench_state_command_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     from devnet.cli import main
 
     args = ["bench-state", "--sizes", "300,1000", "--blocks", "2", "--warmup", "1", "--touched", "40",
-            "--fill-batch", "400", "--proofs", "5", "--dir", str(tmp_path)]
+            "--fill-batch", "400", "--proofs", "5", "--reads", "20", "--dir", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()
             if line.strip().startswith(("300 ", "1,000 ")) and "filled" not in line]
-    assert [r[0] for r in rows] == ["300", "1,000"] and all(len(r) == 11 for r in rows)
+    assert [r[0] for r in rows] == ["300", "1,000"] and all(len(r) == 13 for r in rows)
     assert "goal: commit at 1,000 keys within 2x of 300:" in out and "key updates/s on one core" in out
     assert list(tmp_path.iterdir()) == [], "the LevelDB directories are removed"
 

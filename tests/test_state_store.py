@@ -162,6 +162,22 @@ def test_leveldb_survives_close_and_reopen(tmp_path: Path) -> None:
     again.close()
 
 
+def test_leveldb_tuning_is_not_part_of_the_format(tmp_path: Path) -> None:
+    # Bloom filters, block cache and write buffer are settings of the open database: a database written
+    # with one set opens and reads the same with another (older releases opened with LevelDB's defaults).
+    settings = [{}, {"bloom_filter_bits": 0, "block_cache_mib": 8, "write_buffer_mib": 4},
+                {"bloom_filter_bits": 16, "block_cache_mib": 1, "write_buffer_mib": 1}]
+    expected: dict[bytes, bytes] = {}
+    for i, options in enumerate(settings * 2):
+        store = LevelDBStore(tmp_path / "db", **options)
+        assert snapshot(store) == expected
+        batch = [(b"k%d/%d" % (i, j), bytes([j % 256]) * 300) for j in range(3000)]  # several tables per round
+        store.write(batch, sync=False)
+        expected.update(batch)
+        assert all(store.get(k) == v for k, v in batch[::97]) and store.get(b"absent") is None
+        store.close()
+
+
 def test_leveldb_open_errors_are_state_errors(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="cannot open LevelDB"):
         LevelDBStore(tmp_path / "missing", create=False)
