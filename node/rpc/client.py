@@ -31,7 +31,7 @@ import inspect
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, Final, Generic, Literal, ParamSpec, Self, TypeVar, cast, overload
@@ -943,8 +943,8 @@ class Client(RPCMethods):
 class _AsyncRunner(RPCMethods):
     """Serves the typed methods on Trio, as ``async`` methods; subclasses send the requests."""
 
-    async def _send(self, request: Request) -> Any:
-        raise NotImplementedError
+    _send: Callable[[Request], Awaitable[Any]]
+    """One request to the node, answered with its result (``AsyncClient``: HTTP; ``WSClient``: WebSocket)."""
 
     async def _perform(self, action: Request | Sleep) -> Any:
         if isinstance(action, Sleep):
