@@ -220,16 +220,16 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
         in_flight = 0
 
         async def send(endpoint: int, txs: list[tuple[bytes, bytes]]) -> None:
-            payload = [{"jsonrpc": "2.0", "id": i, "method": "qnx_sendRawTransaction", "params": ["0x" + raw.hex()]}
-                       for i, (_, raw) in enumerate(txs)]
             nonlocal in_flight
             in_flight += 1
             try:
-                await _deliver(endpoint, txs, payload)
+                await _deliver(endpoint, txs)
             finally:
                 in_flight -= 1
 
-        async def _deliver(endpoint: int, txs: list[tuple[bytes, bytes]], payload: list[dict[str, Any]]) -> None:
+        async def _deliver(endpoint: int, txs: list[tuple[bytes, bytes]]) -> None:
+            payload = [{"jsonrpc": "2.0", "id": i, "method": "qnx_sendRawTransaction", "params": ["0x" + raw.hex()]}
+                       for i, (_, raw) in enumerate(txs)]
             async with send_slots:
                 for _attempt in range(len(wallets.clients)):
                     if endpoint in dead:
@@ -266,8 +266,7 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
                     ledger.admitted.add(h)
             if retry:
                 await trio.sleep(RETRY_AFTER)
-                await _deliver(endpoint, retry, [{"jsonrpc": "2.0", "id": i, "method": "qnx_sendRawTransaction",
-                                                  "params": ["0x" + raw.hex()]} for i, (_, raw) in enumerate(retry)])
+                await _deliver(endpoint, retry)
 
         async def pace(nursery: trio.Nursery) -> None:
             nonlocal finished

@@ -93,6 +93,11 @@ def pack_consensus(message: PrePrepare | Vote | ViewChange | NewView | Checkpoin
     return pack(kind_of(message), message)
 
 
+def txs_batches(raws: list[bytes]) -> list[tuple[bytes, ...]]:
+    """``raws`` cut into TXS message bodies of at most ``MAX_TXS_PER_MESSAGE`` transactions, in order."""
+    return [tuple(raws[i:i + MAX_TXS_PER_MESSAGE]) for i in range(0, len(raws), MAX_TXS_PER_MESSAGE)]
+
+
 def pack(kind: int, body: Struct | bytes | tuple[bytes, ...]) -> bytes:
     """The frame payload of a message: ``encode((kind, body))``, joined from the body's own
     (cached) encoding."""

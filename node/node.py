@@ -762,8 +762,8 @@ class Node:
     def flush_gossip(self) -> None:
         """Send the admitted transactions not yet gossiped to every peer, in TXS batches."""
         out, self._gossip_out, self._gossip_bytes = self._gossip_out, [], 0
-        for i in range(0, len(out), M.MAX_TXS_PER_MESSAGE):
-            self._broadcast(M.TXS, tuple(out[i:i + M.MAX_TXS_PER_MESSAGE]))
+        for batch in M.txs_batches(out):
+            self._broadcast(M.TXS, batch)
 
     async def _gossip_loop(self) -> None:
         while True:
@@ -776,8 +776,8 @@ class Node:
             if kind == "connected" and self.net is not None:
                 self._send(peer, M.STATUS, self.status())
                 pending = self.mempool.pending_raw(GOSSIP_ON_CONNECT)
-                for i in range(0, len(pending), M.MAX_TXS_PER_MESSAGE):
-                    if not self._send(peer, M.TXS, tuple(pending[i:i + M.MAX_TXS_PER_MESSAGE])):
+                for batch in M.txs_batches(pending):
+                    if not self._send(peer, M.TXS, batch):
                         break  # its queue is full; the periodic re-gossip offers the rest
             elif kind == "disconnected":
                 self.sync.peer_heights.pop(peer, None)
@@ -835,8 +835,8 @@ class Node:
                 last_status = now
                 self._broadcast(M.STATUS, self.status())
                 again = self.mempool.regossip(now, REGOSSIP_AFTER, REGOSSIP_BATCH)
-                for i in range(0, len(again), M.MAX_TXS_PER_MESSAGE):
-                    self._broadcast(M.TXS, tuple(again[i:i + M.MAX_TXS_PER_MESSAGE]))
+                for batch in M.txs_batches(again):
+                    self._broadcast(M.TXS, batch)
                 self._note_dropped(self.mempool.expire(now, self.config.mempool.ttl_seconds))
             # retransmit while no block commits, each time waiting twice as long (up to 16x): an
             # overloaded network is not sent its megabyte proposals again every second

@@ -162,25 +162,6 @@ def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Value:
     return value
 
 
-def body_slice(data: bytes) -> bytes:
-    """The bytes encoding the first element of the array encoded by ``data`` (a transaction's body
-    within the transaction), found by skipping, without decoding. It equals ``encode(first)`` when
-    ``data`` is canonical. Raises ``DecodeError`` when ``data`` does not start with a non-empty
-    array whose first element is complete."""
-    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1), max_map_len=0)
-    unpacker.feed(data)
-    try:
-        if unpacker.read_array_header() < 1:
-            raise DecodeError("an empty array has no first element")
-        start = unpacker.tell()
-        unpacker.skip()
-    except DecodeError:
-        raise
-    except Exception as err:  # OutOfData, ValueError, ...: not our encoding
-        raise DecodeError(f"not a msgpack array: {type(err).__name__}") from None
-    return bytes(data[start:unpacker.tell()])
-
-
 def attach_encodings(value: Struct, data: bytes, *, element: int | None = None) -> None:
     """Record on ``value``, and on the structs nested in it, the slices of ``data`` that encode
     them, so that encoding or hashing them later (a block's transactions, say) reuses those bytes

@@ -14,7 +14,7 @@ from typing import NewType
 from crypto.hashing import Hash32, sha3
 from crypto.keys import Address, address_of
 from crypto.signatures import Context, verify
-from state.codec import DEFAULT_MAX_SIZE, Struct, Value, body_slice, encode
+from state.codec import DEFAULT_MAX_SIZE, Struct, Value, attach_encodings, encode
 
 Height = NewType("Height", int)
 """A block height; the genesis is height 0, the first block height 1 (PBFT sequence number)."""
@@ -75,13 +75,12 @@ class Transaction(Struct):
 
     @classmethod
     def decode(cls, data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Transaction:
-        """Decode canonical bytes (``Struct.decode``), taking ``signing_bytes`` as the slice of
-        ``data`` that encodes the body (canonical encodings nest byte for byte) instead of
-        encoding the body again. Raises ``DecodeError``."""
+        """Decode canonical bytes (``Struct.decode``); the transaction and its body keep their slices
+        of ``data`` (``attach_encodings``), so ``signing_bytes`` and ``hash`` encode nothing again.
+        Raises ``DecodeError``."""
         raw = bytes(data)
         tx = super().decode(raw, max_size=max_size)
-        tx.__dict__["signing_bytes"] = body_slice(raw)
-        tx.__dict__["_encoding"] = raw  # canonical: decode checked that it re-encodes to these bytes
+        attach_encodings(tx, raw)
         return tx
 
     def verify_signature(self) -> None:
