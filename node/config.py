@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from node.exceptions import ConfigError
+from state.jmt import DEFAULT_CACHE_NODES, DEFAULT_CACHE_VALUES
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ class StateSection:
     retention_versions: int = 1000
     prune_batch: int = 5000
     prune_interval_ms: int = 200
+    cache_nodes: int = DEFAULT_CACHE_NODES
+    cache_values: int = DEFAULT_CACHE_VALUES
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,10 @@ _DOCS = {
                               "(reads, qnx_getProof); older versions are pruned, versions",
         "prune_batch": "most deletions of one background pruning step (one unsynced batch), entries",
         "prune_interval_ms": "run a pruning step this often while old versions remain, ms",
+        "cache_nodes": "internal tree nodes of the newest state version kept in memory (about 360 bytes "
+                       "each; 400,000 hold a tree of 10^6 keys), nodes (0: none)",
+        "cache_values": "latest values of the most recently read or written keys kept in memory, "
+                        "entries (0: none)",
     },
     "log": {
         "level": "DEBUG, INFO, WARNING or ERROR (SIGHUP re-reads the [log] section)",
@@ -340,6 +347,11 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path}: [rpc] needs requests_per_second >= 0, burst >= 1, max_connections >= 1, "
                           "max_subscriptions_per_connection >= 0 and ws_queue_size >= 1 and at least twice "
                           "max_subscriptions_per_connection (one block can queue an item per subscription)")
+    st = cfg.state
+    if (st.retention_versions < 1 or st.prune_batch < 1 or st.prune_interval_ms < 1
+            or st.cache_nodes < 0 or st.cache_values < 0):
+        raise ConfigError(f"{path}: [state] needs retention_versions, prune_batch and prune_interval_ms >= 1, "
+                          "cache_nodes and cache_values >= 0")
     cfg.peers()  # validate
     cfg.observers()
     from node.logs import FORMATS, parse_modules

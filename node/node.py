@@ -162,7 +162,8 @@ class Node:
         self.config = config
         self.genesis = genesis
         self.chain_id = genesis.chain_id
-        self.chain = ChainStore(store, genesis)
+        self.chain = ChainStore(store, genesis, cache_nodes=config.state.cache_nodes,
+                                cache_values=config.state.cache_values)
         self.vm: VM = default_vm()
         self.node_key = node_key
         self.validator_key = validator_key

@@ -30,7 +30,7 @@ from crypto.hashing import Hash32
 from state.abc import AuthenticatedState, KeyValueStore, WriteOp
 from state.codec import decode_value, encode
 from state.exceptions import DecodeError, StoreCorrupted
-from state.jmt import JellyfishState
+from state.jmt import DEFAULT_CACHE_NODES, DEFAULT_CACHE_VALUES, JellyfishState
 from state.types import Block, CommitCertificate, Genesis, Receipt
 
 
@@ -59,8 +59,18 @@ class TxLocation:
 class ChainStore:
     """Blocks, certificates, receipts, tx index and authenticated state over one ``KeyValueStore``."""
 
-    def __init__(self, store: KeyValueStore, genesis: Genesis) -> None:
+    def __init__(
+        self,
+        store: KeyValueStore,
+        genesis: Genesis,
+        *,
+        cache_nodes: int = DEFAULT_CACHE_NODES,
+        cache_values: int = DEFAULT_CACHE_VALUES,
+    ) -> None:
         """Open the chain of ``genesis`` in ``store`` (initialising an empty store).
+
+        ``cache_nodes`` and ``cache_values`` size the state tree's memory (``JellyfishState``: internal
+        nodes of the newest version, and latest values; counts, 0 turns either off).
 
         Raises ``StoreCorrupted`` if the store holds another chain, or its head, latest block and
         state root disagree.
@@ -71,7 +81,8 @@ class ChainStore:
         if stored is None:
             if next(iter(store.iterate(b"")), None) is not None:
                 raise StoreCorrupted("the data directory holds data but no genesis record")
-            self.state: AuthenticatedState = JellyfishState(store)
+            self.state: AuthenticatedState = JellyfishState(
+                store, cache_nodes=cache_nodes, cache_values=cache_values)
             root, ops = self.state.prepare({}, 0)
             head = Head(0, genesis.hash, root, genesis.genesis_time_ms)
             store.write([*ops, (b"m/genesis", genesis.hash), (b"m/head", self._encode_head(head))])
@@ -86,7 +97,7 @@ class ChainStore:
                     "the data directory holds a flat state (s/ keys) of a release before the Merkle tree "
                     "format; move it away and let the node catch up from its peers"
                 )
-            self.state = JellyfishState(store)
+            self.state = JellyfishState(store, cache_nodes=cache_nodes, cache_values=cache_values)
         self._head = self._load_head()
         self._check_consistency()
 

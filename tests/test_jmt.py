@@ -707,20 +707,44 @@ def test_bench_state_command_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 async def test_the_node_prunes_outside_its_retention_window() -> None:
     from node.config import NodeConfig, StateSection
+    from node.rpc.server import RPCApp
     from tests.test_node import grow_chain, make_keys, make_node
 
     keys = make_keys(4)
-    node = make_node(keys, 0, NodeConfig(state=StateSection(retention_versions=2, prune_batch=3)))
+    node = make_node(keys, 0, NodeConfig(state=StateSection(retention_versions=2, prune_batch=3,
+                                                            cache_nodes=7, cache_values=0)))
     grow_chain(node, keys, 6)
     state = node.chain.state
+    assert isinstance(state, JellyfishState) and (state._cache_cap, state._values_cap) == (7, 0)
     assert state.oldest_version == 0
     steps = 0
     while node.prune_state():  # what its pruning service does, one bounded step at a time
         steps += 1
     assert state.oldest_version == 4 and steps > 2
+    assert (await RPCApp(node).status([]))["oldestStateHeight"] == 4  # what qnx_status tells a wallet
     for height in (4, 5, 6):
         assert state.root_at(height) == node.chain.block(height).header.state_root
     with pytest.raises(VersionUnavailable, match="is pruned"):
         state.root_at(3)
     grow_chain(node, keys, 1)  # commits go on; the next step prunes version 4
     assert node.prune_state() > 0 and state.oldest_version == 5
+
+
+def test_config_lists_the_state_options_and_checks_them(tmp_path: Path) -> None:
+    from node.config import NodeConfig, StateSection, load_config, render_config
+    from node.exceptions import ConfigError
+
+    text = render_config(NodeConfig())
+    for option in ("retention_versions", "prune_batch", "prune_interval_ms", "cache_nodes", "cache_values"):
+        assert f"\n{option} = " in text, option
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    assert load_config(path).state == StateSection()
+    path.write_text(text.replace("cache_values = 100000", "cache_values = 5"))
+    assert load_config(path).state.cache_values == 5
+    for bad in ("cache_nodes = -1", "retention_versions = 0"):
+        option = bad.split(" = ")[0]
+        line = next(line for line in text.splitlines() if line.startswith(f"{option} = "))
+        path.write_text(text.replace(line, bad))
+        with pytest.raises(ConfigError, match=r"\[state\]"):
+            load_config(path)

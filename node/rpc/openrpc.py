@@ -114,7 +114,7 @@ SPECS: Final[dict[str, MethodSpec]] = {
         ["chainId", "nodeId", "height", "blockHash", "stateRoot", "view", "validators", "peers", "syncing"],
         chainId=STR, nodeId=ref("Address"), moniker=STR, height=INT, blockHash=ref("Hash"), stateRoot=ref("Hash"),
         timestamp=INT, view=INT, validators=INT, validatorIndex=nullable(INT), peers=INT, syncing=BOOL,
-        mempool=INT, stableCheckpoint=nullable({"type": "object"}))),
+        mempool=INT, oldestStateHeight=INT, stableCheckpoint=nullable({"type": "object"}))),
     "qnx_validators": MethodSpec("The validator set.", (BLOCK,), {"type": "array", "items": _obj(
         ["address", "publicKey", "scheme"], index=INT, name=STR, address=ref("Address"), publicKey=ref("Hex"),
         scheme=STR, nodeId=ref("Address"))}),

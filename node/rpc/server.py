@@ -537,7 +537,7 @@ class RPCApp:
             "height": head.height, "blockHash": J.hexb(head.block_hash), "stateRoot": J.hexb(head.state_root),
             "timestamp": head.timestamp_ms, "view": node.replica.view, "validators": node.n,
             "validatorIndex": node.index, "peers": detail["peers"], "syncing": head.height < detail["bestPeerHeight"],
-            "mempool": len(node.mempool),
+            "mempool": len(node.mempool), "oldestStateHeight": node.chain.state.oldest_version,
             "stableCheckpoint": None if node.replica.stable_checkpoint is None else {
                 "height": node.replica.stable_checkpoint.seq,
                 "blockHash": J.hexb(node.replica.stable_checkpoint.block_hash),
