@@ -17,6 +17,9 @@ class SignatureScheme(Protocol):
     name: str
     public_key_len: int
     signature_len: int
+    post_quantum: bool
+    """True for the NIST post-quantum schemes (FIPS 204 ML-DSA, FIPS 205 SLH-DSA): required of node
+    identity keys, which authenticate P2P sessions (``node.genesis``)."""
 
     def generate(self) -> tuple[bytes, bytes]:
         """Return a new ``(private_key, public_key)`` pair as raw bytes, from ``os.urandom``."""

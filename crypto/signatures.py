@@ -48,6 +48,7 @@ class MLDSAScheme:
     def __init__(self, tag: int, name: str, param_set: MLDSA.ParamSet, pk_len: int, sig_len: int) -> None:
         self.tag = tag
         self.name = name
+        self.post_quantum = True
         self.public_key_len = pk_len
         self.signature_len = sig_len
         self._param_set = param_set
@@ -103,6 +104,7 @@ class SLHDSAScheme:
 
     tag = 3
     name = "SLH-DSA-SHA2-128s"
+    post_quantum = True
     public_key_len = _slh.PUBLIC_KEY_SIZE
     signature_len = _slh.SIGNATURE_SIZE
 
@@ -139,6 +141,7 @@ class Ed25519Scheme:
 
     tag = 4
     name = "Ed25519"
+    post_quantum = False
     public_key_len = 32
     signature_len = 64
 

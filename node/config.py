@@ -70,7 +70,8 @@ class Observer:
 
         try:
             scheme, key = text.split(":", 1)
-            scheme_by_name(scheme)
+            if not scheme_by_name(scheme).post_quantum:
+                raise ValueError(f"{scheme} is not post-quantum: node keys must be ML-DSA or SLH-DSA")
             public_key = bytes.fromhex(key.removeprefix("0x"))
             if not public_key:
                 raise ValueError("empty public key")

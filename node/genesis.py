@@ -63,7 +63,11 @@ def genesis_from_json(doc: Any) -> Genesis:
         validators = []
         for i, v in enumerate(doc["validators"]):
             scheme = scheme_by_name(v["scheme"]).tag
-            node_scheme = scheme_by_name(v["nodeScheme"]).tag
+            node_scheme_obj = scheme_by_name(v["nodeScheme"])
+            if not node_scheme_obj.post_quantum:
+                raise ConfigError(f"genesis: validators[{i}].nodeScheme {node_scheme_obj.name} is not post-quantum: "
+                                  "node keys authenticate P2P sessions and must be ML-DSA or SLH-DSA")
+            node_scheme = node_scheme_obj.tag
             pk = _unhex(v["publicKey"], f"validators[{i}].publicKey")
             address = Address(_unhex(v["address"], f"validators[{i}].address"))
             if address != address_of(scheme, pk):
