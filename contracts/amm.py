@@ -19,8 +19,10 @@ Sources:
 Departures, all outside the arithmetic: a pair is created by ``CallContext.create`` (our
 ``CREATE2``) with its tokens as init arguments, so V2's separate ``initialize`` with its
 ``FORBIDDEN`` check is structural here; the pair's lock is transaction-scoped (EIP-1153 style)
-instead of a storage slot; the LP share token checks receivers like the token does (``contracts.token``)
-except for the ``MINIMUM_LIQUIDITY`` minted to the zero address; a failed token transfer reverts
+instead of a storage slot; the LP share token checks receivers like the token does (``contracts.token``,
+OpenZeppelin 5's ``ERC20InvalidReceiver``): ``mint`` to the zero address reverts with ``mint to the zero
+address`` (V2 allows it) and so do transfers to it, the ``MINIMUM_LIQUIDITY`` locked at the zero address
+by the first deposit being the one mint there; a failed token transfer reverts
 with V2's reason followed by the token's own in parentheses; there is no ``permit``.
 
 Storage (slots of each instance, canonical values)::
@@ -413,6 +415,7 @@ class Pair(ERC20):
         k_last = ctx.load(b"kLast") or 0
         if fee_on:
             if k_last != 0:
+                ctx.compute(1)
                 root_k = sqrt(ctx, mul(reserve0, reserve1))
                 root_k_last = sqrt(ctx, k_last)
                 if root_k > root_k_last:
@@ -434,8 +437,10 @@ class Pair(ERC20):
 
         First deposit: sqrt(amount0 * amount1) - 1000, with 1000 locked at the zero address; later:
         min(amount0 * supply / reserve0, amount1 * supply / reserve1), rounded down. Raises
-        ``Revert`` ``UniswapV2: INSUFFICIENT_LIQUIDITY_MINTED`` (or SafeMath, ``UniswapV2: OVERFLOW``).
+        ``Revert`` ``UniswapV2: INSUFFICIENT_LIQUIDITY_MINTED``, ``mint to the zero address`` (or
+        SafeMath, ``UniswapV2: OVERFLOW``).
         """
+        _require(to != ZERO_ADDRESS, "mint to the zero address")  # OZ5 _mint's ERC20InvalidReceiver
         factory, token0, token1 = self._cfg(ctx)
         reserve0, reserve1, timestamp_last = self._reserves(ctx)
         balance0 = _balance_of(ctx, token0)
@@ -445,6 +450,7 @@ class Pair(ERC20):
         fee_on, _ = self._mint_fee(ctx, factory, reserve0, reserve1)
         supply = ctx.load(b"supply") or 0  # after _mint_fee, which may have minted
         if supply == 0:
+            ctx.compute(1)
             liquidity = sub(sqrt(ctx, mul(amount0, amount1)), MINIMUM_LIQUIDITY)
             self._mint(ctx, ZERO_ADDRESS, MINIMUM_LIQUIDITY)  # permanently locked
         else:

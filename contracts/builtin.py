@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from contracts.abc import StateView
 from contracts.exceptions import Revert
 from contracts.vm import CallContext
 from state.codec import Value
@@ -136,9 +137,13 @@ class BuiltinEngine:
             instance = c()
             self._entries[c.CODE_ID] = {name: _Entry(instance, spec) for name, spec in c._methods.items()}
 
-    def has_code(self, code_id: str) -> bool:
-        """Whether ``code_id`` is one of the built-in contracts."""
+    def has_code(self, code_id: str, state: StateView) -> bool:
+        """Whether ``code_id`` is one of the built-in contracts (the same in every state)."""
         return code_id in self._by_code
+
+    def store_code(self, kind: str, code: bytes, state: StateView) -> str | None:
+        """None: built-in code is part of the node, never uploaded."""
+        return None
 
     def _entry(self, code_id: str, name: str) -> _Entry:
         entry = self._entries.get(code_id, {}).get(name)
@@ -146,7 +151,7 @@ class BuiltinEngine:
             raise Revert(f"{code_id} has no method {name!r}")
         return entry
 
-    def is_readonly(self, code_id: str, method: str) -> bool:
+    def is_readonly(self, code_id: str, method: str, state: StateView) -> bool:
         """Whether ``method`` of ``code_id`` only reads. Raises ``Revert`` if there is no such method."""
         return self._entry(code_id, method).spec.readonly
 

@@ -11,13 +11,18 @@ Import this module from tests only: it needs ``hypothesis``, a test dependency. 
     chain.read(receipt.output[0], "totalSupply")
 
 ``random_workload`` runs a seeded, fixed sequence of token blocks (deterministic Ed25519 keys): two
-processes that run it with the same seed must end on the same state root, whatever their hash seed.
+processes that run it with the same seed must give the same state root after every block, whatever
+their hash seed (``outputs_under_hash_seeds`` runs such a script in fresh processes).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -37,6 +42,7 @@ __all__ = [
     "LocalChain",
     "TokenOp",
     "amounts",
+    "outputs_under_hash_seeds",
     "random_workload",
     "sign",
     "state_root_of",
@@ -166,12 +172,14 @@ def token_call(token: bytes, op: TokenOp, addresses: Sequence[bytes]) -> Call:
     return Call(to, kind, (addresses[other], amount))
 
 
-def random_workload(seed: int, *, accounts: int = 4, blocks: int = 6, txs_per_block: int = 6) -> LocalChain:
+def random_workload(seed: int, *, accounts: int = 4, blocks: int = 6, txs_per_block: int = 6,
+                    roots: list[Hash32] | None = None) -> LocalChain:
     """Run a fixed pseudo-random token workload chosen by ``seed``; returns the chain at its end.
 
-    Keys are Ed25519 from seeded bytes, so the transactions, and with them the final state root,
+    Keys are Ed25519 from seeded bytes, so the transactions, and with them every state root,
     depend on ``seed`` only. Account 0 deploys the token (minter) in block 1; every later block
-    holds ``txs_per_block`` random operations, some of which revert.
+    holds ``txs_per_block`` random operations, some of which revert. If ``roots`` is given, the
+    state root after every block is appended to it.
     """
     rng = random.Random(seed)
     keys = [KeyPair.from_private(ED25519.tag, rng.randbytes(32)) for _ in range(accounts)]
@@ -179,6 +187,8 @@ def random_workload(seed: int, *, accounts: int = 4, blocks: int = 6, txs_per_bl
     chain = LocalChain()
     deploy = Call(DEPLOYER, "deploy", ("token/v1", ("Workload", "WRK", 6, addresses[0])))
     (receipt,) = chain.execute([sign(keys[0], chain.chain_id, 0, [deploy], 200_000)])
+    if roots is not None:
+        roots.append(chain.state_root())
     token = Address(receipt.output[0])
     nonces = [chain.nonce(a) for a in addresses]
     for _ in range(blocks):
@@ -191,4 +201,25 @@ def random_workload(seed: int, *, accounts: int = 4, blocks: int = 6, txs_per_bl
             txs.append(sign(keys[actor], chain.chain_id, nonces[actor], [token_call(token, op, addresses)], 200_000))
             nonces[actor] += 1
         chain.execute(txs)
+        if roots is not None:
+            roots.append(chain.state_root())
     return chain
+
+
+def outputs_under_hash_seeds(script: str, hash_seeds: Sequence[str] = ("0", "3141592653"),
+                             timeout: float = 300) -> list[str]:
+    """Run the Python ``script`` in a fresh interpreter per ``PYTHONHASHSEED`` of ``hash_seeds``; their stdouts.
+
+    The interpreter is this one, started in the project root. Raises ``AssertionError`` (with its
+    stderr) if a run fails, ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
+    """
+    outputs = []
+    for hash_seed in hash_seeds:
+        result = subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"PYTHONHASHSEED={hash_seed}: exit {result.returncode}\n{result.stderr}")
+        outputs.append(result.stdout)
+    return outputs

@@ -16,6 +16,7 @@ Revert reasons and the OpenZeppelin 5 errors they stand for (EIP-6093):
     insufficient balance: <balance> < <amount>      ERC20InsufficientBalance
     insufficient allowance: <allowance> < <amount>  ERC20InsufficientAllowance
     transfer from the zero address                  ERC20InvalidSender
+    burn from the zero address                      ERC20InvalidSender (in ``_burn``)
     transfer to the zero address / mint to ...      ERC20InvalidReceiver
     approve to the zero address                     ERC20InvalidSpender
     caller is not the minter                        (AccessControlUnauthorizedAccount)
@@ -110,7 +111,12 @@ class ERC20(BuiltinContract):
         ctx.emit("Transfer", (ZERO_ADDRESS, to), (amount,))
 
     def _burn(self, ctx: CallContext, owner: bytes, amount: int) -> None:
-        """Destroy ``amount`` of ``owner``'s balance (``Transfer`` to the zero address). Raises ``Revert``."""
+        """Destroy ``amount`` of ``owner``'s balance (``Transfer`` to the zero address).
+
+        Raises ``Revert``: ``burn from the zero address`` (OpenZeppelin 5 ``_burn`` reverts with
+        ``ERC20InvalidSender(address(0))``, whatever the amount), insufficient balance.
+        """
+        _require(owner != ZERO_ADDRESS, "burn from the zero address")
         balance = ctx.load(b"b" + owner) or 0
         _require(balance >= amount, f"insufficient balance: {balance} < {amount}")
         ctx.store(b"b" + owner, balance - amount or None)

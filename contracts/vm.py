@@ -8,6 +8,7 @@ State keys (all under the authenticated state)::
     0x01 || address            -> account nonce (canonical int)
     0x02 || address            -> contract code id (canonical str)
     0x03 || address || slot    -> contract storage (canonical value)
+    0x04 || code id (UTF-8)    -> code uploaded for an engine that keeps code in state (bytes)
 
 A transaction runs as follows: the sender's nonce is bumped and intrinsic gas charged; then its
 calls run in order. Every write goes to the block's ``Overlay`` and is journaled: a call that raises
@@ -23,6 +24,11 @@ and the nesting depth is limited to ``MAX_CALL_DEPTH``. Contracts create contrac
 ``CREATE2``: the init code hashed into the address includes the constructor arguments). A contract
 method may hold a transaction-scoped re-entrancy lock (``CallContext.lock``): while it runs, any
 call that would take the same contract's lock reverts (Uniswap V2's ``lock`` modifier).
+
+Code ids name either built-in code or code kept in state: the deployer's ``upload(kind, code)``
+hands ``code`` to the engine that takes code of ``kind`` (``ContractEngine.store_code``), which
+names it by a code id ``kind/...``; the code is stored under ``uploaded_code_key(code_id)`` and
+instances of it are then deployed like any other.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from contracts import gas as G
-from contracts.abc import ContractEngine
+from contracts.abc import ContractEngine, StateView
 from contracts.encoding import decode_stored, encode_stored, event_size
 from contracts.exceptions import OutOfGas, Revert, TxRejected
 from crypto.hashing import sha3
@@ -52,6 +58,7 @@ StateGetter = Callable[[bytes], bytes | None]
 NONCE_PREFIX: Final = b"\x01"
 CODE_PREFIX: Final = b"\x02"
 STORAGE_PREFIX: Final = b"\x03"
+UPLOADED_CODE_PREFIX: Final = b"\x04"
 DEPLOYER: Final = ZERO_ADDRESS
 """The system address that creates contract instances.
 
@@ -62,7 +69,7 @@ canonical AMM factory and router).
 """
 DEPLOYER_USAGE: Final = (
     "the deployer takes deploy(code_id: str, init_args: array) or "
-    "create(code_id: str, salt: bytes, init_args: array)"
+    "create(code_id: str, salt: bytes, init_args: array) or upload(kind: str, code: bytes)"
 )
 INIT_ONCE: Final = "init runs only when the contract is deployed"
 _SLOAD: Final = G.SLOAD
@@ -71,6 +78,8 @@ _CALL: Final = G.CALL
 _MAX_DEPTH: Final = G.MAX_CALL_DEPTH
 MAX_SALT: Final = 64
 """Longest ``salt`` of ``create``, bytes."""
+MAX_CODE_SIZE: Final = 24_576
+"""Longest ``code`` of ``upload``, bytes (EIP-170's contract size limit)."""
 
 
 def nonce_key(address: bytes) -> bytes:
@@ -86,6 +95,11 @@ def code_key(address: bytes) -> bytes:
 def storage_key(address: bytes, slot: bytes) -> bytes:
     """State key of ``slot`` in the storage of the contract at ``address``."""
     return STORAGE_PREFIX + address + slot
+
+
+def uploaded_code_key(code_id: str) -> bytes:
+    """State key of the code uploaded under ``code_id`` (``upload``)."""
+    return UPLOADED_CODE_PREFIX + code_id.encode()
 
 
 def contract_address(sender: bytes, nonce: int, index: int) -> Address:
@@ -236,6 +250,20 @@ class _TxScope:
         """Contracts whose re-entrancy lock is held (EIP-1153 style: forgotten after the transaction)."""
 
 
+class _MeteredView:
+    """``StateView`` of the block's overlay that charges ``SLOAD`` per read (``CallContext.state``)."""
+
+    __slots__ = ("_meter", "_overlay")
+
+    def __init__(self, overlay: Overlay, meter: GasMeter) -> None:
+        self._overlay, self._meter = overlay, meter
+
+    def load(self, key: bytes) -> Value:
+        """The decoded value of ``key`` (None if absent); charges ``SLOAD``. Raises ``OutOfGas``."""
+        self._meter.charge(_SLOAD)
+        return self._overlay.load(key)
+
+
 class CallContext:
     """What a running contract sees: itself, its caller, the block, metered storage, events and calls.
 
@@ -264,6 +292,11 @@ class CallContext:
     def readonly(self) -> bool:
         """Whether this call is part of a read-only query (writes and events revert)."""
         return self._scope.readonly
+
+    @property
+    def state(self) -> StateView:
+        """A read-only view of the whole state (e.g. code kept in state); each read charges ``SLOAD``."""
+        return _MeteredView(self._overlay, self._meter)
 
     @property
     def gas_left(self) -> int:
@@ -353,18 +386,17 @@ class VM:
         """A VM asking ``engines`` in order which one runs a code id."""
         self._engines = tuple(engines)
         self._by_code: dict[str, ContractEngine] = {}
+        """Engines of the code ids of existing instances (see ``call_in``)."""
 
-    def engine(self, code_id: str) -> ContractEngine:
-        """The engine that runs ``code_id``. Raises ``Revert`` if none does."""
-        engine = self._by_code.get(code_id)
-        if engine is None:
-            for candidate in self._engines:
-                if candidate.has_code(code_id):
-                    engine = self._by_code[code_id] = candidate
-                    break
-            else:
-                raise Revert(f"unknown code id {code_id!r}")
-        return engine
+    def engine(self, code_id: str, state: StateView) -> ContractEngine:
+        """The first engine that runs ``code_id`` in ``state``. Raises ``Revert`` if none does.
+
+        Asked afresh every time: code kept in state may be there in one block and not in another.
+        """
+        for candidate in self._engines:
+            if candidate.has_code(code_id, state):
+                return candidate
+        raise Revert(f"unknown code id {code_id!r}")
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -387,10 +419,15 @@ class VM:
         code_id = overlay.load(CODE_PREFIX + to)
         if code_id is None:
             raise Revert(f"no contract at 0x{to.hex()}")
-        engine = self._by_code.get(code_id) or self.engine(code_id)
+        engine = self._by_code.get(code_id)
+        if engine is None:
+            # An instance of code_id exists, so its code does in every state holding the instance
+            # (code is never deleted, an upload can not take a code id another engine runs): which
+            # engine runs it can be remembered across blocks. The lookup reads without metering.
+            engine = self._by_code[code_id] = self.engine(code_id, overlay)
         if method == "init":
             raise Revert(INIT_ONCE)
-        if scope.readonly and not engine.is_readonly(code_id, method):
+        if scope.readonly and not engine.is_readonly(code_id, method, overlay):
             raise Revert(f"{method} is not a read-only method")
         events = scope.events
         mark, n_events = len(overlay._journal), len(events)
@@ -406,7 +443,7 @@ class VM:
             code_id, init_args = args
             if scope.readonly:
                 raise Revert("deploy in a read-only call")
-            self.engine(code_id)
+            self.engine(code_id, scope.overlay)
             address = contract_address(scope.origin, scope.nonce, scope.created)
             scope.created += 1
             return self.instantiate(scope, caller, code_id, address, init_args, depth)
@@ -415,10 +452,43 @@ class VM:
             code_id, salt, init_args = args
             if scope.readonly:
                 raise Revert("create in a read-only call")
-            self.engine(code_id)
+            self.engine(code_id, scope.overlay)
             address = create_address(DEPLOYER, code_id, salt, init_args)
             return self.instantiate(scope, DEPLOYER, code_id, address, init_args, depth)
+        if method == "upload" and len(args) == 2 and type(args[0]) is str and type(args[1]) is bytes:
+            if scope.readonly:
+                raise Revert("upload in a read-only call")
+            return self.upload(scope, args[0], args[1])
         raise Revert(DEPLOYER_USAGE)
+
+    def upload(self, scope: _TxScope, kind: str, code: bytes) -> str:
+        """Store ``code`` for the engine that takes code of ``kind``; returns its code id (``upload``).
+
+        Charges ``SLOAD`` plus ``SSTORE`` per 32-byte word of ``code`` (whether or not the same code
+        is already stored). Raises ``Revert`` (size, no engine takes ``kind``, the engine finds the
+        code invalid, a code id outside ``kind/`` or run by another engine) with nothing written.
+        """
+        if not 0 < len(code) <= MAX_CODE_SIZE:
+            raise Revert(f"code must be 1..{MAX_CODE_SIZE} bytes, got {len(code)}")
+        scope.meter.charge(G.SLOAD + G.SSTORE * ((len(code) + 31) // 32))
+        overlay = scope.overlay
+        for engine in self._engines:
+            code_id = engine.store_code(kind, code, overlay)
+            if code_id is not None:
+                break
+        else:
+            raise Revert(f"no engine takes code of kind {kind!r}")
+        if not code_id.startswith(kind + "/"):
+            raise Revert(f"code id {code_id!r} is outside {kind!r}/")
+        key = uploaded_code_key(code_id)
+        stored = overlay.load(key)
+        if stored is None:
+            if any(other is not engine and other.has_code(code_id, overlay) for other in self._engines):
+                raise Revert(f"code id {code_id!r} is taken")
+            overlay.store(key, code)
+        elif stored != code:
+            raise Revert(f"code id {code_id!r} is taken by other code")
+        return code_id
 
     def instantiate(self, scope: _TxScope, creator: Address, code_id: str, address: Address,
                     init_args: tuple[Value, ...], depth: int) -> Address:
@@ -429,7 +499,7 @@ class VM:
         """
         if depth > G.MAX_CALL_DEPTH:
             raise Revert("call depth exceeded")
-        engine = self.engine(code_id)
+        engine = self.engine(code_id, scope.overlay)
         scope.meter.charge(G.DEPLOY)
         overlay = scope.overlay
         key = CODE_PREFIX + address

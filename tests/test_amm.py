@@ -8,10 +8,7 @@ its amount + 1 must revert.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from contracts import amm as A
 from contracts.builtin import UINT256_MAX, Addr, BuiltinContract, Uint, method
 from contracts.exceptions import Revert
 from contracts.registry import default_vm
-from contracts.testing import LocalChain, sign
+from contracts.testing import LocalChain, outputs_under_hash_seeds, sign
 from contracts.testing_amm import FAR_DEADLINE, Amm, amm_workload, call, deploy_amm_calls, send, setup_amm
 from contracts.vm import DEPLOYER, CallContext, code_key, create_address
 from crypto.keys import ZERO_ADDRESS, Address, KeyPair
@@ -157,6 +154,28 @@ def test_mint_vector() -> None:
     assert f.balance(f.pair, W) == got and f.balance(f.pair, ZERO_ADDRESS) == locked
     assert f.balance(f.token0, f.pair) == amount0 and f.balance(f.token1, f.pair) == amount1
     assert f.reserves()[:2] == (amount0, amount1)
+    # amount + 1: the depositor holds exactly got LP shares, so moving got + 1 of them (to the pair,
+    # as a burn would) reverts and changes nothing; got itself moves.
+    before = dict(f.chain.state)
+    reverted(f.send(call(f.pair, "transfer", f.pair, got + 1)), f"insufficient balance: {got} < {got + 1}")
+    assert changed_keys(before, f.chain.state) == {b"\x01" + W}
+    ok(f.send(call(f.pair, "transfer", f.pair, got)))
+
+
+def test_mint_to_the_zero_address_reverts() -> None:
+    # V2 lets Pair.mint(address(0)) credit the zero address; our LP token refuses the zero receiver
+    # as OpenZeppelin 5 _mint does (ERC20InvalidReceiver), like token/v1's mint.
+    f = v2_fixture()
+    pay = (call(f.token0, "transfer", f.pair, E18), call(f.token1, "transfer", f.pair, 4 * E18))
+    before = dict(f.chain.state)
+    reverted(f.send(*pay, call(f.pair, "mint", ZERO_ADDRESS)), "mint to the zero address")
+    assert changed_keys(before, f.chain.state) == {b"\x01" + W}
+    ok(f.send(*pay))  # a deposit made first, minted by a later call, meets the same check
+    reverted(f.send(call(f.pair, "mint", ZERO_ADDRESS)), "mint to the zero address")
+    assert f.read(f.pair, "totalSupply") == 0
+    assert ok(f.send(call(f.pair, "mint", W))).output == (2 * E18 - A.MINIMUM_LIQUIDITY,)
+    reverted(f.send(*f.amm.approve_router_calls(), call(f.amm.router, "addLiquidity", f.token0, f.token1, E18, E18,
+                                                         0, 0, ZERO_ADDRESS, FAR_DEADLINE)), "mint to the zero address")
 
 
 def test_burn_vector() -> None:
@@ -667,6 +686,70 @@ def test_gas_of_a_sync_follows_the_table() -> None:
     assert ok(receipt).gas_used == expected
 
 
+def test_gas_of_a_first_mint_follows_the_table() -> None:
+    from contracts import gas as G
+
+    f = v2_fixture()
+    amount0, amount1 = E18, 4 * E18
+    got = 2 * E18 - A.MINIMUM_LIQUIDITY
+    calls = [call(f.token0, "transfer", f.pair, amount0), call(f.token1, "transfer", f.pair, amount1),
+             call(f.pair, "mint", W)]
+    tx = sign(WALLET, f.chain.chain_id, f.chain.nonce(W), calls, 500_000)
+    (receipt,) = f.chain.execute([tx])
+
+    def log(name: str, topics: tuple[Value, ...], data: tuple[Value, ...]) -> int:
+        return G.LOG + G.LOG_BYTE * len(encode((name, topics, data)))
+
+    transfers = sum(G.CALL + 2 * G.SLOAD + 2 * G.SSTORE + log("Transfer", (W, f.pair), (amount,))
+                    for amount in (amount0, amount1))
+    balance_of = G.CALL + G.SLOAD
+    fee_to = G.CALL + G.SLOAD  # factory.feeTo()
+    ledger_mint = 2 * G.SLOAD + 2 * G.SSTORE  # supply and the receiver's balance
+    mint = (G.CALL + G.LOCK + 2 * G.SLOAD + 2 * balance_of  # cfg, reserves, the two balances
+            + fee_to + G.SLOAD + G.SLOAD  # kLast, supply
+            + G.MATH * (1 + (amount0 * amount1).bit_length())  # amount0 * amount1, then its square root
+            + ledger_mint + log("Transfer", (ZERO_ADDRESS, ZERO_ADDRESS), (A.MINIMUM_LIQUIDITY,))
+            + ledger_mint + log("Transfer", (ZERO_ADDRESS, W), (got,))
+            + G.SSTORE + log("Sync", (), (amount0, amount1))  # reserves; no price before the first deposit
+            + log("Mint", (W,), (amount0, amount1)))
+    assert ok(receipt).gas_used == G.intrinsic_gas(len(tx.signing_bytes)) + transfers + mint
+
+
+class _ComputeMeter:
+    """The parts of a ``CallContext`` that ``Pair._mint_fee`` uses, counting compute units."""
+
+    def __init__(self, slots: dict[bytes, Value], fee_to: bytes) -> None:
+        self.slots, self.fee_to, self.units = slots, fee_to, 0
+        self.contract = b"\x77" * 20
+
+    def compute(self, units: int) -> None:
+        self.units += units
+
+    def call(self, to: bytes, method_name: str, args: tuple[Value, ...]) -> Value:
+        assert method_name == "feeTo"
+        return self.fee_to
+
+    def load(self, slot: bytes) -> Value:
+        return self.slots.get(slot)
+
+    def store(self, slot: bytes, value: Value) -> None:
+        self.slots[slot] = value
+
+    def emit(self, name: str, topics: tuple[Value, ...], data: tuple[Value, ...]) -> None:
+        pass
+
+
+def test_protocol_fee_charges_its_multiplications() -> None:
+    # reserve0 * reserve1 is a big-integer multiplication like any other: MATH for it, MATH per bit
+    # for each square root, 4 for the fee's two multiplications and its division and addition.
+    reserve0, reserve1, k_last = 1001 * E18, 999 * E18 + 10**15, 10**42
+    ctx = _ComputeMeter({b"kLast": k_last, b"supply": 10**21}, OA)
+    fee_on, fee_to = A.Pair()._mint_fee(ctx, b"\x01" * 20, reserve0, reserve1)  # type: ignore[arg-type]
+    assert (fee_on, fee_to) == (True, OA)
+    assert ctx.units == 1 + (reserve0 * reserve1).bit_length() + k_last.bit_length() + 4
+    assert ctx.slots[b"b" + OA] > 0  # the fee was minted, so all four were needed
+
+
 # --- determinism ---------------------------------------------------------------------------------------
 
 WORKLOAD = (
@@ -679,14 +762,7 @@ WORKLOAD = (
 
 @pytest.mark.slow
 def test_the_same_amm_blocks_give_the_same_roots_under_any_hash_seed() -> None:
-    outputs = []
-    for hash_seed in ("1", "2718281828"):
-        result = subprocess.run(
-            [sys.executable, "-c", WORKLOAD], env={**os.environ, "PYTHONHASHSEED": hash_seed},
-            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300, check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        outputs.append(result.stdout.split("\n"))
+    outputs = [out.split("\n") for out in outputs_under_hash_seeds(WORKLOAD, ("1", "2718281828"), timeout=300)]
     assert outputs[0] == outputs[1]
     roots = outputs[0][0].split()
     assert len(roots) == 12 and len(set(roots)) == 12  # every block changed the state

@@ -3,12 +3,19 @@ locks, the block gas limit, and the exact size function behind event gas."""
 
 from __future__ import annotations
 
+import argparse
+import ast
+import io
 import math
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
+import contracts
 from contracts import gas as G
 from contracts.amm import babylonian_sqrt
 from contracts.builtin import Addr, AddrList, BuiltinContract, Uint, method
@@ -270,3 +277,70 @@ def test_encoded_size_rejects_what_encode_rejects() -> None:
 @given(st.one_of(st.integers(min_value=0, max_value=10**6), st.integers(min_value=0, max_value=2**256 - 1)))
 def test_isqrt_is_v2_math_sqrt(y: int) -> None:
     assert babylonian_sqrt(y) == math.isqrt(y)
+
+
+# --- determinism by construction: what the contract sources may use ------------------------------------
+
+NONDETERMINISTIC_MODULES = frozenset({"random", "time", "datetime", "decimal", "fractions", "secrets", "os", "uuid"})
+"""Modules whose use in the VM would bring floats, Decimal, a clock, randomness or the environment."""
+TEST_HELPERS = frozenset({"testing.py", "testing_amm.py"})
+"""Modules of ``contracts`` for tests only (seeded workloads, subprocesses); the VM never imports them."""
+
+
+def nondeterminism(source: str, filename: str = "<source>") -> list[str]:
+    """What ``source`` does that a contract must not: banned imports, float literals, true division, float()."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        found += [f"{filename}:{node.lineno} imports {n}" for n in names  # type: ignore[attr-defined]
+                  if n.split(".")[0] in NONDETERMINISTIC_MODULES or n.startswith("contracts.testing")]
+        if isinstance(node, ast.Constant) and type(node.value) in (float, complex):
+            found.append(f"{filename}:{node.lineno} float literal {node.value!r}")
+        if isinstance(node, ast.BinOp | ast.AugAssign) and isinstance(node.op, ast.Div):
+            found.append(f"{filename}:{node.lineno} true division")
+        if isinstance(node, ast.Name) and node.id in ("float", "complex"):
+            found.append(f"{filename}:{node.lineno} uses {node.id}")
+    return found
+
+
+def test_the_scan_finds_what_it_looks_for() -> None:
+    bad = ("import os.path\nfrom time import time\nfrom decimal import Decimal\nimport uuid, json\n"
+           "x = 1.5\ny = 3 / 2\ny /= 2\nz = float(3)\nfrom contracts.testing import LocalChain\n")
+    assert len(nondeterminism(bad)) == 9
+    assert nondeterminism("import math\nfrom contracts.vm import VM\nx = 7 // 2\ny = 1_000\ns = 'a/b 1.5'\n") == []
+
+
+def test_contract_sources_use_nothing_nondeterministic() -> None:
+    root = Path(contracts.__file__).parent
+    sources = sorted(p for p in root.glob("*.py") if p.name not in TEST_HELPERS)
+    assert {"abc.py", "vm.py", "builtin.py", "token.py", "amm.py", "gas.py"} <= {p.name for p in sources}
+    found = [hit for p in sources for hit in nondeterminism(p.read_text(), p.name)]
+    assert found == []
+
+
+# --- the benchmark -----------------------------------------------------------------------------------------
+
+
+def test_bench_vm_smoke(tmp_path: Path) -> None:
+    from devnet.bench_vm import add_arguments, run_bench_vm
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--accounts", "4", "--transfers", "6", "--swaps", "4", "--block-txs", "3",
+                              "--dir", str(tmp_path)])
+    out = io.StringIO()
+    assert run_bench_vm(args, Console(file=out, width=250, color_system=None)) == 0
+    text = out.getvalue()
+    assert "signatures already checked, no consensus" in text
+    for unit in ("transfers/s", "swaps/s"):
+        for label in ("goal figure, execution on the state store", "with state root and commit"):
+            m = re.search(rf"{label}\s+([\d,]+) {unit}", text)
+            assert m is not None, (label, unit, text)
+            assert int(m.group(1).replace(",", "")) > 0
+    gas = [int(g.replace(",", "")) for g in re.findall(r"gas per operation ([\d,]+) \(intrinsic", text)]
+    assert len(gas) == 2 and all(g > G.TX_BASE for g in gas), text
+    assert list(tmp_path.iterdir()) == []  # the LevelDB directory is removed
