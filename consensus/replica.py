@@ -16,7 +16,9 @@ Everything that affects the state machine lives here; there is no socket, clock 
 * Before any vote leaves, ``PersistVote`` records it (double-sign protection across restarts); a
   replica restored with its records never votes for a different block at the same (view, seq).
 * Messages for sequence numbers above h + 1 inside the window are kept and replayed in order;
-  two conflicting signed messages of one validator become ``Evidence``.
+  two conflicting signed messages of one validator become ``Evidence``: pre-prepares and votes are
+  compared on arrival (in a later view too, and for a decided sequence number or an older view,
+  down to the low watermark), and so are CHECKPOINTs (evidence kind ``CHECKPOINT``, view 0).
 
 View change (§4.4), simplified by there being one undecided sequence number at a time: on
 ``on_timeout`` a replica stops taking part in its view and sends a signed VIEW-CHANGE for the next
@@ -334,17 +336,23 @@ class Replica:
             return self._on_checkpoint(message)
         if message.seq <= self.low_watermark or message.seq > max(self.high_watermark, self.next_seq):
             return []  # outside the watermarks (§4.3); the one undecided sequence number is always in
-        if message.view < self.view or message.seq <= self.height:
-            return []  # an older view, or already decided
         if message.seq > self.height + 1 + self.window or message.view > self.view + self.window:
             return []  # beyond the window; the node's catch-up covers it
+        # an older view or a decided sequence number takes no part any more, but a validator that
+        # signed two blocks there still equivocated: a copy of what we saw costs nothing, anything
+        # else is verified and compared (``_seen`` is kept down to the low watermark)
+        stale = message.view < self.view or message.seq <= self.height
+        if stale and self._seen_before(message):
+            return []
         self._check_signature(message)
+        actions = self._note_equivocation(message)
+        if stale:
+            return actions
         if message.view > self.view or not self.active:
             later = self._later.setdefault(message.view, [])
             if len(later) < 64 * self.n:
                 later.append(message)  # replayed once that view is installed
-            return []
-        actions = self._note_equivocation(message)
+            return actions
         if message.seq > self.next_seq:
             self._future.setdefault(message.seq, []).append(message)
             return actions
@@ -442,6 +450,13 @@ class Replica:
         except InvalidSignature as err:
             raise InvalidMessage(f"bad signature from validator {m.validator}: {err}") from err
 
+    def _seen_before(self, m: PrePrepare | Vote) -> bool:
+        """Whether a verified message of ``m``'s signer for the same kind, view, sequence number and
+        block was already noted (so ``m`` is a copy and needs no signature check)."""
+        kind = PRE_PREPARE if isinstance(m, PrePrepare) else m.kind
+        first = self._seen.get((kind, m.view, m.seq, m.validator))
+        return first is not None and first[0] == m.block_hash
+
     def _note_equivocation(self, m: PrePrepare | Vote) -> list[Action]:
         kind = PRE_PREPARE if isinstance(m, PrePrepare) else m.kind
         key = (kind, m.view, m.seq, m.validator)
@@ -451,7 +466,10 @@ class Replica:
             return []
         if first[0] == m.block_hash:
             return []
-        ev = Evidence(kind, m.view, m.seq, m.validator, first[0], first[1], m.block_hash, m.signature)
+        return self._record_evidence(
+            Evidence(kind, m.view, m.seq, m.validator, first[0], first[1], m.block_hash, m.signature))
+
+    def _record_evidence(self, ev: Evidence) -> list[Action]:
         if ev in self.evidence:
             return []
         self.evidence.append(ev)
@@ -536,7 +554,10 @@ class Replica:
             checkpoint_actions = [Broadcast(cp), *self._add_checkpoint(cp)]
         for key in [k for k in self._slots if k[1] <= height]:
             del self._slots[key]
-        for seen in [k for k in self._seen if k[2] <= height]:
+        # kept for equivocation checks down to the low watermark, and never more than L + window
+        # below the head (a bound on memory while checkpoints lag behind a catch-up)
+        floor = max(self.low_watermark, height - 2 * k - self.window)
+        for seen in [key for key in self._seen if key[2] <= floor]:
             del self._seen[seen]
         old = height - self.window
         for kv in [k for k in self._votes if k[0] in (PRE_PREPARE, PREPARE, COMMIT) and k[2] < old]:
@@ -722,23 +743,43 @@ class Replica:
 
     def _on_checkpoint(self, cp: Checkpoint) -> list[Action]:
         k = self.checkpoint_interval
+        proof = self.stable_checkpoint
+        if proof is not None and cp.seq == proof.seq:
+            # the stable one: a signer of its proof naming another block there equivocated
+            first = next((c for c in proof.signatures if c.validator == cp.validator), None)
+            if first is None or first.block_hash == cp.block_hash:
+                return []
+            self._check_checkpoint_signature(cp)
+            return self._conflicting_checkpoint(first, cp)
         # bounded by our own height too: a replica that caught up past H must still hear new checkpoints
         if cp.seq <= self.low_watermark or cp.seq % k or cp.seq > max(self.high_watermark, self.height) + k:
             return []
+        self._check_checkpoint_signature(cp)
+        return self._add_checkpoint(cp)
+
+    def _check_checkpoint_signature(self, cp: Checkpoint) -> None:
         if not 0 <= cp.validator < self.n:
             raise InvalidMessage(f"checkpoint from index {cp.validator} outside the set")
         try:
             self._verify(cp.validator, self._bytes(CHECKPOINT, 0, cp.seq, cp.block_hash, cp.validator), cp.signature)
         except InvalidSignature as err:
             raise InvalidMessage(f"bad checkpoint signature from {cp.validator}") from err
-        return self._add_checkpoint(cp)
 
     def _add_checkpoint(self, cp: Checkpoint) -> list[Action]:
         votes = self._checkpoints.setdefault(cp.seq, {})
-        if cp.validator in votes:
-            return []
+        first = votes.get(cp.validator)
+        if first is not None:
+            return self._conflicting_checkpoint(first, cp)
         votes[cp.validator] = cp
         return self._try_stable(cp.seq, cp.block_hash)
+
+    def _conflicting_checkpoint(self, first: Checkpoint, cp: Checkpoint) -> list[Action]:
+        """Two verified CHECKPOINTs of one validator naming different blocks at one sequence number are
+        evidence (kind ``CHECKPOINT``, view 0); the first one counts."""
+        if first.block_hash == cp.block_hash:
+            return []
+        return self._record_evidence(Evidence(CHECKPOINT, 0, cp.seq, cp.validator, first.block_hash,
+                                              first.signature, cp.block_hash, cp.signature))
 
     def _try_stable(self, seq: int, block_hash: Hash32) -> list[Action]:
         votes = self._checkpoints.get(seq, {})
@@ -757,6 +798,8 @@ class Replica:
             del self._checkpoints[seq]
         for seq in [s for s in self._own_checkpoints if s < cp.seq]:
             del self._own_checkpoints[seq]
+        for seen in [k for k in self._seen if k[2] <= cp.seq]:
+            del self._seen[seen]  # below the low watermark nothing is accepted, so nothing is compared
         return [*actions, CheckpointStable(self.stable_checkpoint)]
 
 

@@ -1,24 +1,36 @@
 """A deterministic, seeded simulation of n PBFT replicas over a faulty network, in one process.
 
-Everything (keys, delivery order, faults) comes from one ``random.Random(seed)``: the same seed
-replays a run exactly, and a failing run names its seed. Time is rounds: in each round primaries
-propose, messages are delivered in a random order (dropped, duplicated, held back by a partition),
-lagging replicas catch up from certified blocks (as the node does), replicas retransmit, and a
-round in which no replica moved fires every live replica's view-change timer.
+Everything (keys, delivery order, the random part of faults) comes from one ``random.Random(seed)``
+and the fault ``Schedule``: the same schedule replays a run exactly, and a failing run names its
+seed and schedule. Time is rounds of ``tick_ms`` virtual milliseconds: in each round held-back
+messages due are released, primaries propose, messages are delivered through the node's wire codec
+(``node.messages.pack_consensus`` / ``unpack``) in an order the ``reorder`` rate shuffles (dropped,
+duplicated, held back for a few rounds, or stopped by a partition), lagging replicas catch up from
+certified blocks (as the node does), replicas retransmit, and every replica's view-change timer is
+checked against the virtual clock. The timer follows ``node.node.Node._check_view_timer``: it
+expires ``view_timeout_ms * 2 ** min(expiries, 5)`` after the last progress, an expiry doubles the
+next wait, an installed view restarts it and a commit resets the backoff. A round in which nothing
+moved and no message is lost or held lets the clock jump to the next deadline (like Trio's
+``MockClock(autojump_threshold=0)``): the rounds skipped would only have retransmitted in vain.
 
 Faults (Castro & Liskov's model: up to f of n = 3f + 1 replicas crash or lie, the network drops,
 delays, duplicates and reorders):
 
-* network: message loss, duplication, reordering; partitions including isolating the primary and
-  swizzle-clogging (cut the links of a random subset one by one, heal them in random order);
+* network: message loss, delay (held for 1..``max_delay`` rounds), duplication, reordering;
+  partitions including isolating the primary, any split, and swizzle-clogging (clog validators one
+  by one, unclog them in another order); cut links drop, or hold messages while ``cut_holds``;
 * crash and restart with loss of everything not persisted (a restarted replica keeps only its
   committed blocks and the records of ``PersistVote`` / ``PersistPrepared``);
 * byzantine replicas: an equivocating primary (two blocks for one sequence number, one to each half),
-  double voting, bad signatures, replayed old messages, and twins (two instances holding one key,
-  Bano et al., "Twins: BFT Systems Made Robust", OPODIS 2021).
+  double voting (conflicting PREPAREs, COMMITs and CHECKPOINTs), bad signatures, replayed old
+  messages, garbage bytes (flipped, truncated or random frames, refused by the decoder), and twins
+  (two instances holding one key, Bano et al., "Twins: BFT Systems Made Robust", OPODIS 2021).
 
-Checks: safety (no two honest replicas commit different blocks at one height), and liveness (once
-the faults stop, every honest replica commits new blocks within a bounded number of rounds).
+Checks: safety (no two honest replicas commit different blocks at one height; a block's hash
+commits to its state root through the header, so this is agreement of state roots too), and
+liveness (once the faults stop, every honest replica commits new blocks within a bounded number of
+rounds). ``run_scenario`` runs one explicit ``Schedule`` (Hypothesis draws them in the tests);
+``random_schedule`` makes one from a seed (the ``qenex-devnet simulate`` soak).
 """
 
 from __future__ import annotations
@@ -27,9 +39,11 @@ import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from consensus.exceptions import InvalidMessage
 from consensus.messages import (
+    CHECKPOINT,
     COMMIT,
     PRE_PREPARE,
     Checkpoint,
@@ -59,11 +73,24 @@ from consensus.replica import (
 from crypto.hashing import ZERO_HASH, Hash32, sha3
 from crypto.keys import KeyPair
 from crypto.signatures import ED25519, Context
+from node.messages import pack_consensus, unpack
+from state.codec import DEFAULT_MAX_SIZE, encode
+from state.exceptions import DecodeError
 from state.types import Block, BlockHeader, CommitCertificate
 
 CHAIN = "sim"
 Message = PrePrepare | Vote | ViewChange | NewView | Checkpoint
-BEHAVIOURS = ("equivocate", "double-vote", "bad-signature", "replay")
+BEHAVIOURS: Final = ("equivocate", "double-vote", "bad-signature", "replay", "garbage")
+FAULT_KINDS: Final = ("none", "drop", "delay", "duplicate", "reorder", "calm", "isolate-primary", "split",
+                      "swizzle", "unclog", "heal", "hold-cut", "crash", "restart", "timeout")
+"""The kinds of ``Fault``; see its docstring for what each does with its argument."""
+MAX_BACKOFF_EXPONENT: Final = 5
+"""The view-change timeout doubles per expiry up to 2 ** 5 times the base (as the node does)."""
+LIVENESS_ROUNDS: Final = 600
+"""Rounds (of ``tick_ms``) within which every honest replica must move on once the faults stopped:
+enough for the longest backed-off timeout (32 x 1 s = 128 rounds) to expire a few times."""
+MAX_HELD: Final = 20_000
+"""Most messages held back at once; beyond it a held message is lost."""
 
 
 class SafetyViolation(AssertionError):
@@ -83,23 +110,35 @@ def make_block(height: int, prev: bytes, view: int = 0, proposer: int = 0, salt:
 
 @dataclass
 class Sim:
-    """n validators (plus twin instances), a message pool and the faults of the module docstring.
+    """n validators (plus twin instances), a message pool, a virtual clock and the faults of the
+    module docstring.
 
     Instances are numbered; ``index_of[i]`` is the validator index instance ``i`` holds. Messages
-    are addressed to validator indexes and reach every instance holding that index.
+    are addressed to validator indexes and reach every instance holding that index. Rates (``drop``,
+    ``delay``, ``duplicate``, ``reorder``) are probabilities per message; ``max_delay`` is in rounds,
+    ``tick_ms`` and ``view_timeout_ms`` in virtual milliseconds.
     """
 
     n: int
     seed: int = 0
     drop: float = 0.0
     duplicate: float = 0.0
+    delay: float = 0.0
+    reorder: float = 1.0
+    """Chance that the next message delivered is any pending one rather than the oldest."""
+    max_delay: int = 3
     twins: Sequence[int] = ()
     checkpoint_interval: int = 3
+    tick_ms: int = 250
+    view_timeout_ms: int = 1000
     byzantine: dict[int, set[str]] = field(default_factory=dict)
     keys: list[KeyPair] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
     index_of: list[int] = field(default_factory=list)
-    pool: list[tuple[int, Message]] = field(default_factory=list)
+    pool: list[tuple[int, Message | bytes]] = field(default_factory=list)
+    """Messages in flight as (receiving instance, message or raw frame bytes)."""
+    held: list[tuple[int, int, int, Message | bytes]] = field(default_factory=list)
+    """Delayed messages as (release round, sending instance, receiving instance, message)."""
     committed: list[dict[int, tuple[Hash32, CommitCertificate]]] = field(default_factory=list)
     persisted: list[list[PersistVote]] = field(default_factory=list)
     invalid: set[Hash32] = field(default_factory=set)
@@ -109,14 +148,34 @@ class Sim:
     installed: list[tuple[int, int]] = field(default_factory=list)
     cut: set[tuple[int, int]] = field(default_factory=set)
     """Cut links, as (sending instance, receiving instance)."""
+    clogged: set[int] = field(default_factory=set)
+    """Validator indexes whose every link is clogged (swizzle-clogging)."""
+    cut_holds: bool = False
+    """Whether a cut or clogged link holds messages back (until it heals) instead of dropping them."""
     sent: list[Message] = field(default_factory=list)
     proposals: dict[tuple[int, int, int], Block] = field(default_factory=dict)
     stable: dict[int, StableCheckpoint] = field(default_factory=dict)
     divergences: list[StateDivergence] = field(default_factory=list)
     rejected: int = 0
+    """Forged or malformed messages refused (bad signature, undecodable bytes...)."""
+    decode_errors: int = 0
+    """Frames the wire decoder refused (part of ``rejected``)."""
+    garbage: int = 0
+    """Corrupted frames byzantine replicas sent."""
+    delayed: int = 0
+    """Messages held back (by ``delay`` or a holding cut link)."""
+    round: int = 0
+    """Rounds so far; the virtual clock reads ``round * tick_ms`` ms."""
+    expiries: list[int] = field(default_factory=list)
+    """Per instance: view-change timer expiries since its last commit (the backoff exponent)."""
+    timer_start: list[int] = field(default_factory=list)
+    """Per instance: virtual ms of its last progress (the timer runs from there)."""
+    timeouts_fired: int = 0
+    max_expiries: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self._decoded: dict[bytes, object] = {}
         self.keys = [KeyPair.from_private(ED25519.tag, self.rng.randbytes(32)) for _ in range(self.n)]
         self.verifier = make_verifier([(k.scheme_tag, k.public_key) for k in self.keys], Context.CONSENSUS)
         for index in [*range(self.n), *self.twins]:
@@ -124,6 +183,8 @@ class Sim:
             self.replicas.append(self._replica(index))
             self.committed.append({})
             self.persisted.append([])
+            self.expiries.append(0)
+            self.timer_start.append(0)
 
     def _replica(self, index: int, **restore: object) -> Replica:
         key = self.keys[index]
@@ -149,35 +210,84 @@ class Sim:
 
     # --- the network ----------------------------------------------------------------------------------
 
-    def _send(self, src: int, message: Message, to: Sequence[int] | None = None) -> None:
+    def linked(self, src: int, dst: int) -> bool:
+        """Whether the link from instance ``src`` to instance ``dst`` is up (not cut, neither end clogged)."""
+        return ((src, dst) not in self.cut and self.index_of[src] not in self.clogged
+                and self.index_of[dst] not in self.clogged)
+
+    def _hold(self, src: int, dst: int, message: Message | bytes) -> None:
+        if len(self.held) < MAX_HELD:
+            self.delayed += 1
+            self.held.append((self.round + self.rng.randint(1, self.max_delay), src, dst, message))
+
+    def _send(self, src: int, message: Message | bytes, to: Sequence[int] | None = None) -> None:
         for inst in range(len(self.replicas)):
             dst = self.index_of[inst]
-            if inst == src or (to is not None and dst not in to) or (src, inst) in self.cut:
+            if inst == src or (to is not None and dst not in to):
                 continue
-            if self.rng.random() < self.drop:
+            if not self.linked(src, inst):
+                if self.cut_holds:
+                    self._hold(src, inst, message)
                 continue
-            self.pool.append((inst, message))
-            if self.rng.random() < self.duplicate:
-                self.pool.append((inst, message))
+            if self.drop and self.rng.random() < self.drop:
+                continue
+            copies = 2 if self.duplicate and self.rng.random() < self.duplicate else 1
+            for _ in range(copies):
+                if self.delay and self.rng.random() < self.delay:
+                    self._hold(src, inst, message)
+                else:
+                    self.pool.append((inst, message))
+
+    def release_held(self) -> None:
+        """Move the held messages due this round into the pool; over a link still down they wait
+        again (``cut_holds``) or are lost."""
+        due = [h for h in self.held if h[0] <= self.round]
+        if not due:
+            return
+        self.held = [h for h in self.held if h[0] > self.round]
+        for _, src, dst, message in due:
+            if self.linked(src, dst):
+                self.pool.append((dst, message))
+            elif self.cut_holds:
+                self._hold(src, dst, message)
+
+    def _corrupt(self, frame: bytes) -> bytes:
+        """``frame`` with one byte flipped, cut short, or replaced by random bytes (one of three)."""
+        how = self.rng.randrange(3)
+        if how == 0:
+            pos = self.rng.randrange(len(frame))
+            return frame[:pos] + bytes([frame[pos] ^ self.rng.randrange(1, 256)]) + frame[pos + 1:]
+        if how == 1:
+            return frame[: self.rng.randrange(len(frame))]
+        return self.rng.randbytes(self.rng.randrange(1, 64))
 
     def _broadcast(self, i: int, message: Message) -> None:
         behaviour = self.byzantine.get(i, set())
+        if not behaviour:
+            self._send(i, message)
+            return
         others = [j for j in range(self.n) if j != self.index_of[i]]
         half = set(self.rng.sample(others, len(others) // 2))
+        key = self.keys[self.index_of[i]]
+        if "garbage" in behaviour and self.rng.random() < 0.5:
+            self.garbage += 1
+            self._send(i, self._corrupt(pack_consensus(message)))
         if "equivocate" in behaviour and isinstance(message, PrePrepare):
             b = message.block
             salt = self.rng.randrange(1 << 30)
             alt = make_block(b.height, b.header.prev_hash, b.header.view, b.header.proposer, salt)
-            sig = self.keys[self.index_of[i]].sign(Context.CONSENSUS, vote_signing_bytes(
+            sig = key.sign(Context.CONSENSUS, vote_signing_bytes(
                 CHAIN, PRE_PREPARE, message.view, message.seq, alt.hash, message.validator))
             self._send(i, message, sorted(half))
             self._send(i, PrePrepare(message.view, message.seq, alt, message.validator, sig),
                        [j for j in others if j not in half])
             return
-        if "double-vote" in behaviour and isinstance(message, Vote):
+        if "double-vote" in behaviour and isinstance(message, Vote | Checkpoint):
             other = sha3(self.rng.randbytes(8))
-            sig = self.keys[self.index_of[i]].sign(Context.CONSENSUS, vote_signing_bytes(
-                CHAIN, message.kind, message.view, message.seq, other, message.validator))
+            kind = CHECKPOINT if isinstance(message, Checkpoint) else message.kind
+            view = 0 if isinstance(message, Checkpoint) else message.view
+            sig = key.sign(Context.CONSENSUS, vote_signing_bytes(CHAIN, kind, view, message.seq, other,
+                                                                 message.validator))
             self._send(i, message)  # its real vote to everyone, a conflicting one to half of them
             self._send(i, dataclasses.replace(message, block_hash=other, signature=sig), sorted(half))
             return
@@ -189,6 +299,12 @@ class Sim:
         if len(self.sent) > 500:
             del self.sent[:250]
         self._send(i, message)
+
+    def _progress(self, i: int, commit: bool) -> None:
+        """Instance ``i`` moved: restart its view-change timer; a commit also resets the backoff."""
+        self.timer_start[i] = self.now_ms
+        if commit:
+            self.expiries[i] = 0
 
     def carry_out(self, i: int, actions: list[Action]) -> None:
         """Carry out instance ``i``'s actions as the node would."""
@@ -205,6 +321,7 @@ class Sim:
                 self.catch_up()
             elif isinstance(a, ViewInstalled):
                 self.installed.append((i, a.view))
+                self._progress(i, commit=False)
             elif isinstance(a, PersistVote):
                 self.persisted[i].append(a)
                 if a.block is not None:
@@ -219,6 +336,7 @@ class Sim:
                 if a.block.height in self.committed[i]:
                     raise SafetyViolation(f"instance {i} committed height {a.block.height} twice (seed {self.seed})")
                 self.committed[i][a.block.height] = (a.block.hash, a.certificate)
+                self._progress(i, commit=True)
             elif isinstance(a, RecordEvidence):
                 self.evidence.append(a)
             elif isinstance(a, CheckpointStable):
@@ -229,21 +347,45 @@ class Sim:
             elif isinstance(a, StateDivergence) and i in self.honest():
                 self.divergences.append(a)
 
-    def deliver(self, inst: int, message: Message) -> None:
-        """Hand ``message`` to instance ``inst``; forged or malformed ones are counted and dropped."""
+    def deliver(self, inst: int, message: Message | bytes) -> None:
+        """Hand ``message`` to instance ``inst`` through the wire codec (``pack_consensus`` then
+        ``unpack``, as between two nodes); undecodable, forged or malformed ones are counted in
+        ``rejected`` and dropped. A decoder error other than ``DecodeError`` propagates (a bug).
+        Each distinct frame is decoded once (copies reuse the immutable result, as the node skips a
+        pre-prepare's bytes seen before), so the run time goes to the protocol, not the codec."""
         if inst in self.crashed:
             return
+        frame = message if isinstance(message, bytes) else pack_consensus(message)
+        decoded = self._decoded.get(frame)
+        if decoded is None:
+            try:
+                _, decoded = unpack(frame, DEFAULT_MAX_SIZE)
+            except DecodeError:
+                self.rejected += 1
+                self.decode_errors += 1
+                return
+            if len(self._decoded) >= 4096:
+                self._decoded.clear()
+            self._decoded[frame] = decoded
+        if not isinstance(decoded, Message):
+            self.rejected += 1  # a corrupted frame that decodes to a non-consensus message
+            return
         try:
-            self.carry_out(inst, self.replicas[inst].receive(message))
+            self.carry_out(inst, self.replicas[inst].receive(decoded))
         except InvalidMessage:
             self.rejected += 1
 
+    def _next_index(self) -> int:
+        if self.reorder >= 1.0 or (self.reorder > 0.0 and self.rng.random() < self.reorder):
+            return self.rng.randrange(len(self.pool))
+        return 0
+
     def deliver_all(self, limit: int = 200_000) -> None:
-        """Deliver the pool in a random order until it is empty (bounded)."""
+        """Deliver the pool (in the order ``reorder`` shuffles) until it is empty (bounded)."""
         steps = 0
         while self.pool and steps < limit:
             steps += 1
-            inst, msg = self.pool.pop(self.rng.randrange(len(self.pool)))
+            inst, msg = self.pool.pop(self._next_index())
             self.deliver(inst, msg)
 
     def deliver_until_prepared(self) -> None:
@@ -268,7 +410,7 @@ class Sim:
             if i in self.crashed:
                 continue
             for j, peer in enumerate(self.committed):
-                if j in self.crashed or (j, i) in self.cut:
+                if j in self.crashed or not self.linked(j, i):
                     continue
                 while r.height + 1 in peer:
                     h = r.height + 1
@@ -277,6 +419,7 @@ class Sim:
                     if h in self.committed[i] and self.committed[i][h][0] != block_hash:
                         raise SafetyViolation(f"instance {i} holds another block at {h} (seed {self.seed})")
                     self.committed[i][h] = (block_hash, cert)
+                    self._progress(i, commit=True)
                     self.carry_out(i, r.synced(h, block_hash, cert))
 
     # --- faults -------------------------------------------------------------------------------------
@@ -294,6 +437,8 @@ class Sim:
         self.replicas[i] = self._replica(self.index_of[i], height=height, head_hash=head, votes=votes,
                                          head_certificate=cert, prepared=self.prepared.get(i),
                                          stable_checkpoint=self.stable.get(i))
+        self.timer_start[i] = self.now_ms  # a new process: a fresh timer
+        self.expiries[i] = 0
 
     def isolate(self, index: int) -> None:
         """Cut every link to and from the instances holding validator ``index``."""
@@ -309,13 +454,54 @@ class Sim:
                     self.cut |= {(x, y) for x in a for y in b}
 
     def heal(self) -> None:
-        """Restore every link."""
+        """Restore every link (cut or clogged)."""
         self.cut.clear()
+        self.clogged.clear()
+
+    # --- the virtual clock --------------------------------------------------------------------------
+
+    @property
+    def now_ms(self) -> int:
+        """The virtual clock, in ms."""
+        return self.round * self.tick_ms
+
+    def deadline(self, i: int) -> int:
+        """Virtual ms at which instance ``i``'s view-change timer expires (node: ``_check_view_timer``)."""
+        return self.timer_start[i] + (self.view_timeout_ms << min(self.expiries[i], MAX_BACKOFF_EXPONENT))
+
+    def expire(self, i: int) -> None:
+        """Instance ``i``'s timer expired: count it, double its next wait, start a view change (§4.4)."""
+        self.expiries[i] += 1
+        self.max_expiries = max(self.max_expiries, self.expiries[i])
+        self.timeouts_fired += 1
+        self.timer_start[i] = self.now_ms
+        self.carry_out(i, self.replicas[i].on_timeout())
+
+    def fire_timers(self) -> None:
+        """Expire every live replica whose deadline has come, in instance order."""
+        for i in self.live():
+            if self.deadline(i) <= self.now_ms:
+                self.expire(i)
+
+    def jump(self) -> None:
+        """Move the clock to the next event (a timer deadline or a held message's release) and fire
+        the timers due; a quiet network makes the skipped rounds pointless (see the module docstring)."""
+        ticks = [-(-self.deadline(i) // self.tick_ms) for i in self.live()]
+        ticks += [h[0] for h in self.held]
+        self.round = max(self.round, min(ticks, default=self.round + 1))
+        self.fire_timers()
+
+    def timeout(self) -> None:
+        """Fire every live replica's view-change timer now (a spurious expiry everywhere)."""
+        for i in self.live():
+            self.expire(i)
 
     # --- rounds -------------------------------------------------------------------------------------
 
     def step(self) -> bool:
         """One round (see the module docstring). Returns whether a height moved or a view was installed."""
+        self.round += 1
+        self.release_held()
         before = [r.height for r in self.replicas]
         installs = len(self.installed)
         for i in self.live():
@@ -333,23 +519,28 @@ class Sim:
                 self.carry_out(i, [Broadcast(m)])
         self.deliver_all()
         self.catch_up()
+        self.fire_timers()
         return len(self.installed) > installs or any(self.replicas[i].height > before[i] for i in self.live())
 
-    def timeout(self) -> None:
-        """Fire every live replica's view-change timer."""
-        for i in self.live():
-            self.carry_out(i, self.replicas[i].on_timeout())
+    def tick(self) -> bool:
+        """One round, then, if nothing moved and no message can be lost, a jump to the next event."""
+        progressed = self.step()
+        if not progressed and not self.drop:
+            self.jump()
+        return progressed
 
     def run_until(self, height: int, rounds: int = 120) -> int:
-        """Rounds until every live honest replica reached ``height``; raises ``LivenessFailure``."""
-        for used in range(rounds):
+        """Rounds of virtual time until every live honest replica reached ``height``; raises
+        ``LivenessFailure`` after ``rounds``."""
+        start = self.round
+        while self.round - start < rounds:
             if all(self.replicas[i].height >= height for i in self.live() if i in self.honest()):
-                return used
-            if not self.step():
-                self.timeout()
+                return self.round - start
+            self.tick()
         raise LivenessFailure(
             f"no progress to height {height} in {rounds} rounds (seed {self.seed}); heights "
-            f"{[r.height for r in self.replicas]}, views {[r.view for r in self.replicas]}")
+            f"{[r.height for r in self.replicas]}, views {[r.view for r in self.replicas]}, "
+            f"timer expiries {self.expiries}")
 
     def check_safety(self) -> None:
         """Raise ``SafetyViolation`` if two honest replicas committed different blocks at one height,
@@ -380,8 +571,85 @@ class Sim:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """One event of a fault schedule, applied just before one round. ``arg`` (0..255) is read per kind:
+
+    * ``none``: nothing; ``calm``: every rate back to 0 (reordering back to full);
+    * ``drop``, ``delay``, ``duplicate``, ``reorder``: set that rate to ``min(arg, 60)`` percent;
+    * ``isolate-primary``: cut the links of the primary honest replicas follow; ``split``: cut the
+      validators whose bit is set in ``arg`` from the others; ``swizzle``: clog validator
+      ``arg mod n`` (one more each time); ``unclog``: unclog validator ``arg mod n``; ``heal``:
+      restore every link; ``hold-cut``: cut links hold messages (odd ``arg``) or drop them (even);
+    * ``crash``: crash honest instance ``arg`` (mod their count) if fewer than the budget are down;
+      ``restart``: restart crashed instance ``arg`` (mod their count);
+    * ``timeout``: a spurious timer expiry at live instance ``arg`` (mod their count).
+    """
+
+    kind: str
+    arg: int = 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A whole scenario: ``n`` validators, the ``seed`` of keys and network randomness, which
+    validators are byzantine (with which ``BEHAVIOURS``) or twinned, and one ``Fault`` per round
+    before healing. ``repr`` of a schedule is Python that rebuilds it, so a failure replays exactly."""
+
+    n: int
+    seed: int = 0
+    byzantine: tuple[tuple[int, tuple[str, ...]], ...] = ()
+    twins: tuple[int, ...] = ()
+    events: tuple[Fault, ...] = ()
+
+    @property
+    def f(self) -> int:
+        """Faults tolerated: (n - 1) // 3."""
+        return (self.n - 1) // 3
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless the schedule is well formed and within f faulty validators."""
+        if self.n < 1:
+            raise ValueError(f"n = {self.n}: at least one validator")
+        faulty = [i for i, _ in self.byzantine] + list(self.twins)
+        if len(set(faulty)) != len(faulty) or any(not 0 <= i < self.n for i in faulty):
+            raise ValueError(f"byzantine {self.byzantine} and twins {self.twins}: distinct indexes below n")
+        if len(faulty) > self.f:
+            raise ValueError(f"{len(faulty)} faulty validators, more than f = {self.f}")
+        for _, behaviours in self.byzantine:
+            if not behaviours or not set(behaviours) <= set(BEHAVIOURS):
+                raise ValueError(f"behaviours {behaviours}: a non-empty subset of {BEHAVIOURS}")
+        for e in self.events:
+            if e.kind not in FAULT_KINDS or not 0 <= e.arg < 256:
+                raise ValueError(f"bad fault {e!r}: kind in FAULT_KINDS, 0 <= arg < 256")
+
+
+def random_schedule(seed: int, n: int = 4, fault_rounds: int = 12) -> Schedule:
+    """The schedule seed ``seed`` stands for (the ``qenex-devnet simulate`` soak): within f, at most
+    one byzantine validator with random behaviours and one twinned validator, crashes allowed or
+    not, then ``fault_rounds`` random faults."""
+    rng = random.Random(seed)
+    f = (n - 1) // 3
+    kinds = rng.sample(["byzantine", "twin", "crash"], k=rng.randint(0, 2))
+    budget = f
+    byzantine: list[tuple[int, tuple[str, ...]]] = []
+    twins: list[int] = []
+    if "byzantine" in kinds and budget:
+        who = rng.randrange(n)
+        byzantine.append((who, tuple(sorted(rng.sample(BEHAVIOURS, k=rng.randint(1, len(BEHAVIOURS)))))))
+        budget -= 1
+    if "twin" in kinds and budget:
+        twins.append(rng.choice([i for i in range(n) if i not in dict(byzantine)]))
+    allowed = [k for k in FAULT_KINDS if "crash" in kinds or k not in ("crash", "restart")]
+    events = tuple(Fault(rng.choice(allowed), rng.randrange(256)) for _ in range(fault_rounds))
+    return Schedule(n, seed, tuple(byzantine), tuple(twins), events)
+
+
+@dataclass(frozen=True)
 class ScenarioResult:
-    """What one scenario did: its seed, size, faults injected, final heights, view changes."""
+    """What one scenario did: its seed and size, the faults applied (byzantine roles first, then each
+    fault event that changed something), the lowest honest height at the end, the highest view,
+    counters of the run, and how long recovery took after healing (rounds and virtual ms).
+    ``chain`` hashes every honest replica's committed (height, block hash) pairs."""
 
     seed: int
     n: int
@@ -390,72 +658,87 @@ class ScenarioResult:
     max_view: int
     rejected: int
     recovery_rounds: int
+    recovery_ms: int = 0
+    decode_errors: int = 0
+    garbage: int = 0
+    delayed: int = 0
+    evidence: int = 0
+    timer_expiries: int = 0
+    max_backoff: int = 0
+    chain: bytes = b""
 
 
-def run_scenario(seed: int, n: int = 4, fault_rounds: int = 12) -> ScenarioResult:
-    """One seeded scenario: byzantine replicas and twins chosen within f, ``fault_rounds`` rounds of
-    random faults, then healing; checks safety every round and liveness after healing.
+def _apply(sim: Sim, fault: Fault, budget: int) -> bool:
+    """Apply ``fault`` to ``sim`` (see ``Fault``); returns whether it changed anything."""
+    k, arg, rate = fault.kind, fault.arg, min(fault.arg, 60) / 100
+    honest = [i for i in sim.honest() if i not in sim.crashed]
+    if k in ("drop", "delay", "duplicate", "reorder"):
+        setattr(sim, k, rate)
+    elif k == "calm":
+        sim.drop = sim.delay = sim.duplicate = 0.0
+        sim.reorder = 1.0
+    elif k == "isolate-primary" and honest:
+        sim.isolate(sim.replicas[honest[0]].primary())
+    elif k == "split":
+        side = [i for i, x in enumerate(sim.index_of) if arg >> x & 1]
+        rest = [i for i in range(len(sim.replicas)) if i not in side]
+        if not side or not rest:
+            return False
+        sim.partition(side, rest)
+    elif k == "swizzle":
+        sim.clogged.add(arg % sim.n)
+    elif k == "unclog" and arg % sim.n in sim.clogged:
+        sim.clogged.discard(arg % sim.n)
+    elif k == "heal" and (sim.cut or sim.clogged):
+        sim.heal()
+    elif k == "hold-cut":
+        sim.cut_holds = bool(arg & 1)
+    elif k == "crash" and len(sim.crashed) < budget and honest:
+        sim.crash(honest[arg % len(honest)])
+    elif k == "restart" and sim.crashed:
+        crashed = sorted(sim.crashed)
+        sim.restart(crashed[arg % len(crashed)])
+    elif k == "timeout":
+        live = sim.live()
+        sim.expire(live[arg % len(live)])
+    else:
+        return False
+    return True
 
-    Raises ``SafetyViolation`` or ``LivenessFailure`` naming the seed.
+
+def run_scenario(schedule: Schedule) -> ScenarioResult:
+    """Run ``schedule``: each fault then one round (checking safety after every round), then heal
+    every link, stop loss and delay, restart the crashed, and check that every honest replica gets
+    two blocks further within ``LIVENESS_ROUNDS`` rounds.
+
+    Raises ``ValueError`` for a malformed schedule, ``SafetyViolation`` or ``LivenessFailure``
+    naming the seed and the schedule (``run_scenario(<that schedule>)`` replays it).
     """
-    rng = random.Random(seed)
-    f = (n - 1) // 3
-    kinds = rng.sample(["byzantine", "twin", "crash"], k=rng.randint(0, 2))
-    budget = f
-    byzantine: dict[int, set[str]] = {}
-    twins: list[int] = []
-    faults: list[str] = []
-    if "byzantine" in kinds and budget:
-        who = rng.randrange(n)
-        byzantine[who] = set(rng.sample(BEHAVIOURS, k=rng.randint(1, len(BEHAVIOURS))))
-        budget -= 1
-        faults.append(f"byzantine {who}: {','.join(sorted(byzantine[who]))}")
-    if "twin" in kinds and budget:
-        who = rng.choice([i for i in range(n) if i not in byzantine])
-        twins.append(who)
-        budget -= 1
-        faults.append(f"twins of {who}")
-    sim = Sim(n, seed=seed, twins=twins, byzantine=byzantine)
-    honest_indexes = [i for i in range(n) if i not in sim.faulty_indexes()]
-    for _ in range(fault_rounds):
-        event = rng.choice(["none", "drop", "duplicate", "isolate-primary", "swizzle", "heal", "crash",
-                            "restart", "timeout"])
-        applied = True
-        if event == "drop":
-            sim.drop = rng.choice([0.1, 0.3, 0.5])
-        elif event == "duplicate":
-            sim.duplicate = rng.choice([0.1, 0.5])
-        elif event == "isolate-primary":
-            sim.isolate(sim.replicas[honest_indexes[0]].primary())
-        elif event == "swizzle":  # cut one more random validator's links each time it is drawn
-            sim.isolate(rng.randrange(n))
-        elif event == "heal" and sim.cut:  # heal half the cut links, in random order
-            links = sorted(sim.cut)
-            rng.shuffle(links)
-            for link in links[: max(1, len(links) // 2)]:
-                sim.cut.discard(link)
-        elif event == "crash" and "crash" in kinds and len(sim.crashed) < budget:
-            victims = [i for i in honest_indexes if i not in sim.crashed]
-            sim.crash(rng.choice(victims))
-        elif event == "restart" and sim.crashed:
-            sim.restart(rng.choice(sorted(sim.crashed)))
-        elif event == "timeout":
-            inst = rng.choice(sim.live())
-            sim.carry_out(inst, sim.replicas[inst].on_timeout())
-        else:
-            applied = False
-        if applied:
-            faults.append(event)
-        if not sim.step():
-            sim.timeout()
-        sim.drop = sim.duplicate = 0.0 if rng.random() < 0.5 else sim.drop
+    schedule.check()
+    n = schedule.n
+    byzantine = {i: set(b) for i, b in schedule.byzantine}
+    faults = [f"byzantine {i}: {','.join(sorted(b))}" for i, b in sorted(byzantine.items())]
+    faults += [f"twins of {i}" for i in schedule.twins]
+    sim = Sim(n, seed=schedule.seed, twins=list(schedule.twins), byzantine=byzantine)
+    budget = schedule.f - len(byzantine) - len(schedule.twins)
+    try:
+        for fault in schedule.events:
+            if _apply(sim, fault, budget):
+                faults.append(fault.kind)
+            sim.tick()
+            sim.check_safety()
+        sim.heal()
+        sim.drop = sim.delay = sim.duplicate = 0.0
+        sim.cut_holds = False
+        for i in sorted(sim.crashed):
+            sim.restart(i)
+        rounds = sim.run_until(max(sim.replicas[i].height for i in sim.honest()) + 2, LIVENESS_ROUNDS)
         sim.check_safety()
-    sim.heal()
-    sim.drop = sim.duplicate = 0.0
-    for i in sorted(sim.crashed):
-        sim.restart(i)
-    target = max(sim.replicas[i].height for i in sim.honest()) + 2
-    rounds = sim.run_until(target)
-    sim.check_safety()
-    return ScenarioResult(seed, n, tuple(faults), min(sim.replicas[i].height for i in sim.honest()),
-                          max(r.view for r in sim.replicas), sim.rejected, rounds)
+    except (SafetyViolation, LivenessFailure) as err:
+        raise type(err)(f"{err}\nreplay: run_scenario({schedule!r})") from err
+    honest = sim.honest()
+    chain = sha3(encode(tuple(tuple((h, bh) for h, (bh, _) in sorted(sim.committed[i].items())) for i in honest)))
+    return ScenarioResult(schedule.seed, n, tuple(faults), min(sim.replicas[i].height for i in honest),
+                          max(r.view for r in sim.replicas), sim.rejected, rounds,
+                          rounds * sim.tick_ms, sim.decode_errors, sim.garbage, sim.delayed,
+                          len(sim.evidence), sim.timeouts_fired, sim.max_expiries, chain)

@@ -252,7 +252,7 @@ def _simulate(args: argparse.Namespace) -> int:
     import collections
     import random
 
-    from consensus.simulation import LivenessFailure, SafetyViolation, run_scenario
+    from consensus.simulation import LivenessFailure, SafetyViolation, random_schedule, run_scenario
 
     sizes = [int(x) for x in str(args.sizes).split(",")]
     if args.replay is not None:
@@ -261,11 +261,13 @@ def _simulate(args: argparse.Namespace) -> int:
         master = random.Random(args.seed)
         plan = [(master.getrandbits(63), sizes[k % len(sizes)]) for k in range(args.scenarios)]
     kinds: collections.Counter[str] = collections.Counter()
-    max_view = max_recovery = rejected = 0
+    totals: collections.Counter[str] = collections.Counter()
+    max_view = max_recovery = max_recovery_ms = max_backoff = 0
     started = time.perf_counter()
     for k, (seed, n) in enumerate(plan, 1):
+        schedule = random_schedule(seed, n)
         try:
-            result = run_scenario(seed, n)
+            result = run_scenario(schedule)
         except (SafetyViolation, LivenessFailure) as err:
             console.print(f"[red]scenario {k} FAILED (n={n}, seed {seed}): {type(err).__name__}: {err}")
             console.print(f"replay it exactly: qenex-devnet simulate --replay {seed} --sizes {n}")
@@ -273,14 +275,21 @@ def _simulate(args: argparse.Namespace) -> int:
         kinds.update(f.split(" ")[0].split(":")[0] for f in result.faults)
         max_view = max(max_view, result.max_view)
         max_recovery = max(max_recovery, result.recovery_rounds)
-        rejected += result.rejected
+        max_recovery_ms = max(max_recovery_ms, result.recovery_ms)
+        max_backoff = max(max_backoff, result.max_backoff)
+        totals.update(rejected=result.rejected, decode_errors=result.decode_errors, garbage=result.garbage,
+                      delayed=result.delayed, evidence=result.evidence, expiries=result.timer_expiries)
         if k % 50 == 0 or k == len(plan):
             console.print(f"{k}/{len(plan)} scenarios passed ({time.perf_counter() - started:.1f} s)")
     console.print(f"\n[bold]{len(plan)} scenarios[/] (sizes {args.sizes}, master seed {args.seed}): "
                   "no fork, every honest replica moved on after the faults stopped")
     console.print("  faults injected: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
-    console.print(f"  highest view reached {max_view}; longest recovery {max_recovery} rounds; "
-                  f"{rejected} forged or malformed messages refused")
+    console.print(f"  highest view reached {max_view}; longest recovery {max_recovery} rounds "
+                  f"({max_recovery_ms / 1000:.2f} s virtual); {totals['expiries']} view-change timer expiries, "
+                  f"longest backoff 2^{min(max_backoff, 5)} x the base ({max_backoff} expiries in a row)")
+    console.print(f"  {totals['delayed']} messages delayed; {totals['garbage']} garbage frames sent; "
+                  f"{totals['rejected']} forged or malformed messages refused ({totals['decode_errors']} by the "
+                  f"wire decoder); {totals['evidence']} equivocation evidence records")
     return 0
 
 
