@@ -5,7 +5,7 @@
     qenex-node keygen --out FILE [--scheme ML-DSA-44]             # an encrypted keystore
     qenex-node show-validator --home DIR                          # this node's genesis entry (JSON)
     qenex-node show-node --home DIR                               # node id and [p2p] observers entry
-    qenex-node status [--rpc URL]                                 # qnx_status of a running node
+    qenex-node status [--rpc URL] [--timeout S]                   # qnx_status of a running node
 
 The keystore passphrase is read from ``--passphrase-file`` or the environment variable
 ``QENEX_PASSPHRASE``; it is never an argument.
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import trio
 
+from crypto.exceptions import KeystoreError
 from node.config import NodeConfig
 from node.exceptions import ConfigError, NodeError
 from node.logs import configure as configure_logging
@@ -97,13 +98,22 @@ def cmd_show_node(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from node.rpc.client import Client
+    """Print ``qnx_status`` of the node at ``--rpc`` as JSON; 1 (with the reason on stderr) when the node
+    cannot be reached or answers with an error."""
+    import httpx
 
-    client = Client(args.rpc)
+    from node.rpc.client import Client
+    from node.rpc.errors import RPCError
+
+    client = Client(args.rpc, timeout=args.timeout)
     try:
-        print(json.dumps(client.call("qnx_status"), indent=2))
+        status = client.call("qnx_status")
+    except (httpx.TransportError, RPCError) as err:
+        print(f"qenex-node: error: no status from {args.rpc}: {str(err) or type(err).__name__}", file=sys.stderr)
+        return 1
     finally:
         client.close()
+    print(json.dumps(status, indent=2))
     return 0
 
 
@@ -187,16 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_show_node)
     s = sub.add_parser("status", help="qnx_status of a running node")
     s.add_argument("--rpc", default="http://127.0.0.1:8545")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the node (default 10)")
     s.set_defaults(func=cmd_status)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``qenex-node``; exit status 0 on success, 2 on a configuration error."""
+    """Entry point of ``qenex-node``; exit status 0 on success, 1 when ``status`` gets no answer, 2 on a
+    configuration or keystore error (a missing passphrase, an existing home or key file, a bad config.toml)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, NodeError, StateError) as err:
+    except (ConfigError, NodeError, StateError, KeystoreError) as err:
         print(f"qenex-node: error: {err}", file=sys.stderr)
         return 2
 

@@ -8,10 +8,11 @@ an error, not a silent default. Paths are relative to the home directory.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from node.exceptions import ConfigError
 from state.jmt import DEFAULT_CACHE_NODES, DEFAULT_CACHE_VALUES
@@ -117,7 +118,8 @@ class RPCSection:
 
 @dataclass(frozen=True)
 class P2PSection:
-    """[p2p] listener, peers, frame limit, admission limits, peer bans (see ``p2p.network``)."""
+    """[p2p] listener, peers, frame limit, admission limits, send queues, peer scores and bans, redial
+    backoff: the constructor arguments of ``p2p.network.PeerNetwork`` (which documents each)."""
 
     host: str = "127.0.0.1"
     port: int = 26656
@@ -128,11 +130,17 @@ class P2PSection:
     max_inbound_connections: int = 64
     max_attempts_per_ip: int = 30
     attempt_window_seconds: float = 10.0
+    send_queue_messages: int = 1024
     send_queue_bytes: int = 64 * 1024 * 1024
+    bulk_queue_messages: int = 1024
+    bulk_queue_bytes: int = 8 * 1024 * 1024
     inbound_bytes_per_second: int = 64 * 1024 * 1024
     inbound_burst_bytes: int = 16 * 1024 * 1024
     ban_threshold: float = -100.0
     ban_seconds: float = 60.0
+    score_recovery_per_second: float = 5.0
+    reconnect_backoff_initial_seconds: float = 0.05
+    reconnect_backoff_max_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -199,80 +207,122 @@ class NodeConfig:
         return [Observer.parse(o) for o in self.p2p.observers]
 
 
-_DOCS = {
+class _Doc(NamedTuple):
+    """What an option means and the unit its value is in (one of ``NUMBER_UNITS`` or ``VALUE_KINDS``)."""
+
+    text: str
+    unit: str
+
+
+NUMBER_UNITS = frozenset({
+    "TCP port", "bytes", "bytes/s", "seconds", "ms", "requests", "calls", "calls/s", "connections",
+    "subscriptions", "items", "attempts", "messages", "points", "points/s", "transactions", "nonces",
+    "versions", "entries", "nodes",
+})
+"""Units of the numeric options (int and float): every number in config.toml is in one of these."""
+
+VALUE_KINDS = frozenset({
+    "text", "path", "variable name", "IP address", "boolean", "list of origins", "list of peers",
+    "list of node keys", "level name", "format name", "list of logger=LEVEL",
+})
+"""What the other (string, boolean, list) options hold, given where a number would give its unit."""
+
+_DOCS: dict[str, dict[str, _Doc]] = {
     "node": {
-        "moniker": "name of this node in logs and status",
-        "validator_key": "keystore of the consensus (validator) key",
-        "node_key": "keystore of the P2P identity key",
-        "passphrase_file": "file holding the keystore passphrase (used if it exists)",
-        "passphrase_env": "else: environment variable holding the passphrase",
-        "data_dir": "LevelDB directory (blocks, state, receipts, consensus records)",
+        "moniker": _Doc("name of this node in logs and status", "text"),
+        "validator_key": _Doc("keystore of the consensus (validator) key", "path"),
+        "node_key": _Doc("keystore of the P2P identity key", "path"),
+        "passphrase_file": _Doc("file holding the keystore passphrase (used if it exists)", "path"),
+        "passphrase_env": _Doc("else: environment variable holding the passphrase", "variable name"),
+        "data_dir": _Doc("LevelDB directory (blocks, state, receipts, consensus records)", "path"),
     },
     "rpc": {
-        "host": "JSON-RPC listen address",
-        "port": "JSON-RPC port (HTTP POST /, WebSocket /ws, GET /health, /ready, /metrics)",
-        "max_body_bytes": "largest request body or WebSocket message, bytes",
-        "max_batch": "most requests in one JSON-RPC batch",
-        "max_wait_seconds": "longest timeout of qnx_sendRawTransactionAndWait, seconds",
-        "max_connections": "most HTTP requests in progress plus WebSocket connections open at once (more: "
-                           "HTTP 503 / WebSocket handshake refused, error -32005)",
-        "requests_per_second": "JSON-RPC calls per second per client IP, each call of a batch counted "
-                               "(more: error -32005 with retryAfterSeconds), calls/s; 0 = unlimited",
-        "burst": "calls a client IP may make at once above that rate (token bucket size), calls",
-        "max_subscriptions_per_connection": "most qnx_subscribe subscriptions one WebSocket connection holds",
-        "ws_queue_size": "items queued for one WebSocket client (a response, or one subscription's pushes of one "
-                         "block); a client falling this far behind is disconnected (close code 1008), items",
-        "cors_origins": "browser origins allowed to call (CORS), e.g. https://wallet.example; \"*\" = any",
-        "admin_enabled": "serve admin_peers, admin_flushMempool, admin_setLogLevel (off: method not found)",
-        "admin_token": "when set, admin calls need the header Authorization: Bearer <token>; when empty, they "
-                       "are served to loopback clients (127.0.0.0/8, ::1) only",
+        "host": _Doc("JSON-RPC listen address", "IP address"),
+        "port": _Doc("JSON-RPC port (HTTP POST /, WebSocket /ws, GET /health, /ready, /metrics)", "TCP port"),
+        "max_body_bytes": _Doc("largest request body or WebSocket message", "bytes"),
+        "max_batch": _Doc("most requests in one JSON-RPC batch", "requests"),
+        "max_wait_seconds": _Doc("longest timeout of qnx_sendRawTransactionAndWait", "seconds"),
+        "max_connections": _Doc("most HTTP requests in progress plus WebSocket connections open at once (more: "
+                                "HTTP 503 / WebSocket handshake refused, error -32005)", "connections"),
+        "requests_per_second": _Doc("JSON-RPC calls per second per client IP, each call of a batch counted "
+                                    "(more: error -32005 with retryAfterSeconds); 0 = unlimited", "calls/s"),
+        "burst": _Doc("calls a client IP may make at once above that rate (token bucket size)", "calls"),
+        "max_subscriptions_per_connection": _Doc("most qnx_subscribe subscriptions one WebSocket connection "
+                                                 "holds", "subscriptions"),
+        "ws_queue_size": _Doc("items queued for one WebSocket client (a response, or one subscription's pushes "
+                              "of one block); a client falling this far behind is disconnected (close code "
+                              "1008)", "items"),
+        "cors_origins": _Doc("browser origins allowed to call (CORS), e.g. https://wallet.example; \"*\" = any",
+                             "list of origins"),
+        "admin_enabled": _Doc("serve admin_peers, admin_flushMempool, admin_setLogLevel (off: method not "
+                              "found)", "boolean"),
+        "admin_token": _Doc("when set, admin calls need the header Authorization: Bearer <token>; when empty, "
+                            "they are served to loopback clients (127.0.0.0/8, ::1) only", "text"),
     },
     "p2p": {
-        "host": "P2P listen address",
-        "port": "P2P port",
-        "peers": "peers to dial, as 0x<node id>@host:port",
-        "observers": "non-validator nodes allowed to connect, as <scheme>:0x<node public key> "
-                     "(qenex-node show-node prints it); they follow the chain and never vote",
-        "max_frame_bytes": "largest P2P message (a sealed frame adds a 16-byte tag), bytes",
-        "handshake_timeout_seconds": "close a connection whose handshake is not done by then, seconds",
-        "max_inbound_connections": "most accepted P2P connections open at once (more are closed at accept)",
-        "max_attempts_per_ip": "most inbound connection attempts per remote IP within attempt_window_seconds",
-        "attempt_window_seconds": "sliding window of max_attempts_per_ip, seconds",
-        "send_queue_bytes": "most bytes queued for one peer (a slow peer's messages are dropped beyond), bytes",
-        "inbound_bytes_per_second": "read each peer at most this fast (a faster one is slowed, not dropped), bytes/s",
-        "inbound_burst_bytes": "bytes a peer may send at once above that rate, bytes",
-        "ban_threshold": "ban a peer whose score falls to this (bad frame -50, bad message -10, +5/s), points",
-        "ban_seconds": "a banned peer is refused and not dialed for this long, seconds",
+        "host": _Doc("P2P listen address", "IP address"),
+        "port": _Doc("P2P port", "TCP port"),
+        "peers": _Doc("peers to dial, as 0x<node id>@host:port", "list of peers"),
+        "observers": _Doc("non-validator nodes allowed to connect, as <scheme>:0x<node public key> "
+                          "(qenex-node show-node prints it); they follow the chain and never vote",
+                          "list of node keys"),
+        "max_frame_bytes": _Doc("largest P2P message (a sealed frame adds a 16-byte tag)", "bytes"),
+        "handshake_timeout_seconds": _Doc("close a connection whose handshake is not done by then", "seconds"),
+        "max_inbound_connections": _Doc("most accepted P2P connections open at once (more are closed at "
+                                        "accept)", "connections"),
+        "max_attempts_per_ip": _Doc("most inbound connection attempts per remote IP within "
+                                    "attempt_window_seconds", "attempts"),
+        "attempt_window_seconds": _Doc("sliding window of max_attempts_per_ip", "seconds"),
+        "send_queue_messages": _Doc("most consensus messages queued for one peer (a slow peer's messages are "
+                                    "dropped beyond; consensus retransmits)", "messages"),
+        "send_queue_bytes": _Doc("most bytes of consensus messages queued for one peer (dropped beyond)",
+                                 "bytes"),
+        "bulk_queue_messages": _Doc("most transaction gossip batches queued for one peer, in a lane of their own "
+                                    "that never holds up consensus messages (dropped beyond; re-offered later)",
+                                    "messages"),
+        "bulk_queue_bytes": _Doc("most bytes of transaction gossip queued for one peer (dropped beyond)", "bytes"),
+        "inbound_bytes_per_second": _Doc("read each peer at most this fast (a faster one is slowed, not "
+                                         "dropped)", "bytes/s"),
+        "inbound_burst_bytes": _Doc("bytes a peer may send at once above that rate", "bytes"),
+        "ban_threshold": _Doc("ban a peer whose score falls to this (bad frame -50, bad message -10); "
+                              "negative", "points"),
+        "ban_seconds": _Doc("a banned peer is refused and not dialed for this long", "seconds"),
+        "score_recovery_per_second": _Doc("a lowered peer score rises back toward 0 this fast", "points/s"),
+        "reconnect_backoff_initial_seconds": _Doc("first delay before redialing a lost peer (doubles, with "
+                                                  "jitter, on each failure)", "seconds"),
+        "reconnect_backoff_max_seconds": _Doc("longest delay between redials of a peer", "seconds"),
     },
     "consensus": {
-        "block_interval_ms": "the primary proposes a block this often when transactions wait, ms",
-        "empty_block_interval_ms": "...and an empty block after this long idle, ms (0: never)",
-        "max_block_txs": "most transactions in a block (a full block is proposed at once)",
-        "retransmit_ms": "re-send own pre-prepare and votes of an undecided block this often, ms",
-        "status_interval_ms": "announce our height to peers this often (catch-up), ms",
-        "max_clock_drift_ms": "refuse blocks stamped further than this in the future, ms",
-        "view_timeout_ms": "no commit for this long while work waits: change view (doubles each time), ms",
+        "block_interval_ms": _Doc("the primary proposes a block this often when transactions wait", "ms"),
+        "empty_block_interval_ms": _Doc("...and an empty block after this long idle (0: never)", "ms"),
+        "max_block_txs": _Doc("most transactions in a block (a full block is proposed at once)", "transactions"),
+        "retransmit_ms": _Doc("re-send own pre-prepare and votes of an undecided block this often", "ms"),
+        "status_interval_ms": _Doc("announce our height to peers this often (catch-up)", "ms"),
+        "max_clock_drift_ms": _Doc("refuse blocks stamped further than this in the future", "ms"),
+        "view_timeout_ms": _Doc("no commit for this long while work waits: change view (doubles each time)",
+                                "ms"),
     },
     "mempool": {
-        "max_txs": "most pending transactions",
-        "max_bytes": "most pending transaction bytes",
-        "nonce_window": "accept nonces up to this far above the account's next nonce",
-        "ttl_seconds": "drop a transaction still pending after this long, seconds",
+        "max_txs": _Doc("most pending transactions", "transactions"),
+        "max_bytes": _Doc("most pending transaction bytes", "bytes"),
+        "nonce_window": _Doc("accept nonces up to this far above the account's next nonce", "nonces"),
+        "ttl_seconds": _Doc("drop a transaction still pending after this long", "seconds"),
     },
     "state": {
-        "retention_versions": "keep the state of the newest N block heights readable and provable "
-                              "(reads, qnx_getProof); older versions are pruned, versions",
-        "prune_batch": "most deletions of one background pruning step (one unsynced batch), entries",
-        "prune_interval_ms": "run a pruning step this often while old versions remain, ms",
-        "cache_nodes": "internal tree nodes of the newest state version kept in memory (about 360 bytes "
-                       "each; 400,000 hold a tree of 10^6 keys), nodes (0: none)",
-        "cache_values": "latest values of the most recently read or written keys kept in memory, "
-                        "entries (0: none)",
+        "retention_versions": _Doc("keep the state of the newest N block heights readable and provable "
+                                   "(reads, qnx_getProof); older versions are pruned", "versions"),
+        "prune_batch": _Doc("most deletions of one background pruning step (one unsynced batch)", "entries"),
+        "prune_interval_ms": _Doc("run a pruning step this often while old versions remain", "ms"),
+        "cache_nodes": _Doc("internal tree nodes of the newest state version kept in memory (about 360 bytes "
+                            "each; 400,000 hold a tree of 10^6 keys); 0: none", "nodes"),
+        "cache_values": _Doc("latest values of the most recently read or written keys kept in memory; 0: none",
+                             "entries"),
     },
     "log": {
-        "level": "DEBUG, INFO, WARNING or ERROR (SIGHUP re-reads the [log] section)",
-        "format": "kv (logfmt key=value lines) or json (one JSON object per line)",
-        "modules": "per-module levels, as logger=LEVEL, e.g. qenex.p2p=DEBUG or qenex.rpc=WARNING",
+        "level": _Doc("DEBUG, INFO, WARNING or ERROR (SIGHUP re-reads the [log] section)", "level name"),
+        "format": _Doc("kv (logfmt key=value lines) or json (one JSON object per line)", "format name"),
+        "modules": _Doc("per-module levels, as logger=LEVEL, e.g. qenex.p2p=DEBUG or qenex.rpc=WARNING",
+                        "list of logger=LEVEL"),
     },
 }
 
@@ -291,27 +341,37 @@ def _toml_value(v: Any) -> str:
     raise TypeError(type(v))
 
 
+def _toml_inline(v: Any) -> str:
+    """``v`` as a one-line TOML value (lists inline), for the ``default:`` comments."""
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return _toml_value(v)
+
+
 def render_config(cfg: NodeConfig) -> str:
-    """config.toml text with every option, a comment on each, and the default where it differs."""
+    """config.toml text: every option of every section, each after a comment giving its meaning and a
+    line ``# unit: <unit>; default: <TOML value>`` (``_DOCS``). ``load_config`` reads it back to ``cfg``.
+
+    Raises ``KeyError`` if an option has no entry in ``_DOCS`` (a new option must be documented).
+    """
     default = NodeConfig()
-    out = ["# QENEX Ledger node configuration. Every option is listed with what it means;",
-           "# units are in the comment. Paths are relative to the home directory.", ""]
+    out = ["# QENEX Ledger node configuration. Every option is listed with what it means, its unit and its",
+           "# default. Paths are relative to the home directory.", ""]
     for section in dataclasses.fields(cfg):
         sec, dsec = getattr(cfg, section.name), getattr(default, section.name)
         out.append(f"[{section.name}]")
         for f in dataclasses.fields(sec):
-            value, dvalue = getattr(sec, f.name), getattr(dsec, f.name)
-            note = _DOCS[section.name][f.name]
-            if value != dvalue:
-                note += f" (default {_toml_value(dvalue) if not isinstance(dvalue, tuple) else list(dvalue)})"
-            out.append(f"# {note}")
-            out.append(f"{f.name} = {_toml_value(value)}")
+            doc = _DOCS[section.name][f.name]
+            out.extend("# " + line for line in textwrap.wrap(doc.text, 100, break_on_hyphens=False))
+            out.append(f"# unit: {doc.unit}; default: {_toml_inline(getattr(dsec, f.name))}")
+            out.append(f"{f.name} = {_toml_value(getattr(sec, f.name))}")
         out.append("")
     return "\n".join(out)
 
 
 def load_config(path: Path) -> NodeConfig:
-    """Read config.toml. Raises ``ConfigError`` for unreadable files, unknown keys, wrong types."""
+    """Read config.toml. Raises ``ConfigError`` for unreadable files, unknown keys, wrong types and values
+    out of range (checked here, so that a bad file is refused before anything starts)."""
     try:
         doc = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
@@ -348,6 +408,19 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path}: [rpc] needs requests_per_second >= 0, burst >= 1, max_connections >= 1, "
                           "max_subscriptions_per_connection >= 0 and ws_queue_size >= 1 and at least twice "
                           "max_subscriptions_per_connection (one block can queue an item per subscription)")
+    p2p = cfg.p2p
+    if not (p2p.max_frame_bytes >= 0 and p2p.handshake_timeout_seconds > 0 and p2p.max_inbound_connections >= 1
+            and p2p.max_attempts_per_ip >= 1 and p2p.attempt_window_seconds > 0 and p2p.send_queue_messages >= 1
+            and p2p.send_queue_bytes >= 1 and p2p.bulk_queue_messages >= 1 and p2p.bulk_queue_bytes >= 1
+            and p2p.inbound_bytes_per_second >= 1 and p2p.inbound_burst_bytes >= 1
+            and p2p.ban_threshold < 0 and p2p.ban_seconds > 0 and p2p.score_recovery_per_second >= 0
+            and 0 < p2p.reconnect_backoff_initial_seconds <= p2p.reconnect_backoff_max_seconds):
+        raise ConfigError(f"{path}: [p2p] needs max_frame_bytes >= 0; handshake_timeout_seconds, "
+                          "attempt_window_seconds and ban_seconds > 0; max_inbound_connections, max_attempts_per_ip, "
+                          "send_queue_messages, send_queue_bytes, bulk_queue_messages, bulk_queue_bytes, "
+                          "inbound_bytes_per_second and inbound_burst_bytes >= 1; ban_threshold < 0; "
+                          "score_recovery_per_second >= 0; 0 < reconnect_backoff_initial_seconds <= "
+                          "reconnect_backoff_max_seconds")
     st = cfg.state
     if (st.retention_versions < 1 or st.prune_batch < 1 or st.prune_interval_ms < 1
             or st.cache_nodes < 0 or st.cache_values < 0):

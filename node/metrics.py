@@ -4,11 +4,19 @@ Built on ``prometheus_client`` with one ``CollectorRegistry`` per node (tests ru
 one process). Two kinds of series:
 
 * events counted where they happen (``NodeMetrics`` attributes): commits, commit latency, block
-  size, view changes, equivocation evidence, messages and bytes in/out per message type, rejected
-  transactions per reason, refused peer messages;
+  size, view changes, equivocation evidence, messages and payload bytes in/out per message type,
+  rejected transactions per reason, refused peer messages;
 * levels read from the node at scrape time (``_NodeCollector``): height, view, low watermark,
   mempool size and bytes, connected peers, evidence on record, and the process's CPU and memory
-  (``prometheus_client.ProcessCollector``, from ``/proc``).
+  (``prometheus_client.ProcessCollector``, from ``/proc``);
+* P2P traffic counted by the peer network in ``NodeMetrics.p2p`` (``p2p.network.TrafficCounters``)
+  and read at scrape time: bytes on the wire each way (sealed and framed, handshakes included;
+  ``qenex_p2p_{sent,received}_bytes`` count message payloads only), sends refused per lane, reads
+  paused by the inbound rate limit.
+
+Every label value the node can produce (message types, rejection and drop reasons, equivocation
+kinds) is created at start, so each series reads 0 before its first event instead of being absent
+(Prometheus "Instrumentation" best practices: avoid missing metrics).
 
 Names follow the Prometheus conventions (base units: seconds, bytes; ``_total`` for counters).
 """
@@ -19,10 +27,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from consensus.messages import COMMIT, KIND_NAMES, PRE_PREPARE, PREPARE
 from node import messages as M
+from p2p.network import TrafficCounters
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -37,17 +47,34 @@ MESSAGE_TYPES = {
 }
 """Label values of the ``type`` label, by P2P message type (node/messages.py)."""
 
+REJECT_REASONS = (
+    "malformed", "bad signature",  # Node.admit: DecodeError, InvalidSignature
+    "wrong chain id", "no calls", "gas limit too high", "intrinsic gas too low",  # VM.check_static
+    "nonce too low", "nonce too high", "nonce already pending", "mempool full",  # Mempool.add
+    "node busy", "already committed", "gossip backlog full",  # Node._admit, Node.on_message
+)
+"""Values of the ``reason`` label of ``qenex_transactions_rejected`` (``TxRejected.reason`` and the node's own)."""
+
+DROP_REASONS = ("evicted", "replaced", "expired", "rejected", "flushed")
+"""Values of the ``reason`` label of ``qenex_mempool_dropped`` (first word of ``Node._record_dropped``'s reason)."""
+
+EVIDENCE_KINDS = tuple(KIND_NAMES[k] for k in (PRE_PREPARE, PREPARE, COMMIT))
+"""Values of the ``kind`` label of ``qenex_equivocations_detected`` (the votes the replica checks for equivocation)."""
+
 
 class _NodeCollector(Collector):
-    """Gauges read from the node when Prometheus scrapes (no bookkeeping on the hot path)."""
+    """Gauges read from the node, and the P2P traffic counters, when Prometheus scrapes (no bookkeeping
+    on the hot path)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, traffic: TrafficCounters) -> None:
         self._node = node
+        self._traffic = traffic
 
     def collect(self) -> Iterator[Metric]:
         node = self._node
         replica = node.replica
         peers = len(node.net.connected()) if node.net is not None else 0
+        traffic = self._traffic
         for name, doc, value in (
             ("qenex_height", "Height of the newest committed block.", node.chain.head.height),
             ("qenex_view", "Current PBFT view (Castro & Liskov §4.4).", replica.view),
@@ -62,6 +89,17 @@ class _NodeCollector(Collector):
              node.evidence_count),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
+        yield CounterMetricFamily("qenex_p2p_wire_sent_bytes", "Bytes written to peers' sockets: sealed and "
+                                  "framed messages and handshakes.", value=traffic.wire_bytes_sent)
+        yield CounterMetricFamily("qenex_p2p_wire_received_bytes", "Bytes read from peers' sockets: sealed and "
+                                  "framed messages and handshakes.", value=traffic.wire_bytes_received)
+        refused = CounterMetricFamily("qenex_p2p_sends_refused", "Messages not queued for a peer because its "
+                                      "send lane was full (urgent: consensus, bulk: gossip).", labels=["lane"])
+        refused.add_metric(["urgent"], traffic.refused_urgent)
+        refused.add_metric(["bulk"], traffic.refused_bulk)
+        yield refused
+        yield CounterMetricFamily("qenex_p2p_inbound_throttled", "Pauses in reading a peer that exceeded its "
+                                  "inbound byte rate.", value=traffic.throttled_reads)
 
 
 class NodeMetrics:
@@ -94,8 +132,8 @@ class NodeMetrics:
                                    registry=r)
         self.messages_out = Counter("qenex_p2p_messages_sent", "P2P messages sent (per peer), by type.", ["type"],
                                     registry=r)
-        self.bytes_in = Counter("qenex_p2p_received_bytes", "P2P payload bytes received.", registry=r)
-        self.bytes_out = Counter("qenex_p2p_sent_bytes", "P2P payload bytes sent (per peer).", registry=r)
+        self.bytes_in = Counter("qenex_p2p_received_bytes", "P2P message (payload) bytes received.", registry=r)
+        self.bytes_out = Counter("qenex_p2p_sent_bytes", "P2P message (payload) bytes sent (per peer).", registry=r)
         self.bad_messages = Counter("qenex_p2p_bad_messages", "Undecodable or invalid P2P messages refused.",
                                     registry=r)
         self.rejected = Counter("qenex_transactions_rejected", "Transactions refused at admission, by reason.",
@@ -103,8 +141,19 @@ class NodeMetrics:
         self.dropped = Counter("qenex_mempool_dropped", "Pending transactions dropped uncommitted, by reason "
                                "(evicted, replaced, expired).", ["reason"], registry=r)
         self.synced_blocks = Counter("qenex_catchup_blocks", "Certified blocks applied by catch-up.", registry=r)
+        for label in MESSAGE_TYPES.values():
+            self.messages_in.labels(label)
+            self.messages_out.labels(label)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+        for kind in EVIDENCE_KINDS:
+            self.evidence.labels(kind)
+        self.p2p = TrafficCounters()
+        """P2P traffic totals, counted by the node's ``PeerNetwork`` (passed as ``counters=``)."""
         ProcessCollector(registry=r)
-        r.register(_NodeCollector(node))
+        r.register(_NodeCollector(node, self.p2p))
 
     def on_message(self, kind: int, size: int, *, sent: int = 0) -> None:
         """Count one message of P2P type ``kind`` and ``size`` bytes: received, or ``sent`` to that many peers."""

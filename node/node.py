@@ -33,6 +33,7 @@ import trio
 from consensus import replica as pbft
 from consensus.exceptions import InvalidMessage
 from consensus.messages import (
+    CHECKPOINT,
     COMMIT,
     KIND_NAMES,
     NEW_VIEW,
@@ -45,6 +46,7 @@ from consensus.messages import (
     StableCheckpoint,
     ViewChange,
     Vote,
+    vote_signing_bytes,
 )
 from contracts import gas as G
 from contracts.exceptions import TxRejected
@@ -131,14 +133,36 @@ class _Executed:
     receipts: list[Receipt]
 
 
+SYNC_REQUEST_TIMEOUT = 5.0
+"""Seconds a GET_BLOCKS may stay unanswered; then its peer gets a strike and another peer is asked."""
+SYNC_BACKOFF = 10.0
+"""Seconds a peer is not asked for blocks after its first strike; each further strike doubles it..."""
+SYNC_BACKOFF_MAX = 300.0
+"""...up to this many seconds."""
+
+
 @dataclass
 class SyncState:
-    """Catch-up bookkeeping: the request in flight and peers that sent bad data."""
+    """Catch-up bookkeeping: the request in flight, what each peer claims, and who not to ask.
+
+    Times are seconds of the Trio clock (``trio.current_time()``). A peer gets a *strike* when it
+    leaves a request unanswered for ``SYNC_REQUEST_TIMEOUT`` or answers it with none of the blocks it
+    claimed to have; it is then not asked before ``backoff_until`` (``SYNC_BACKOFF`` doubling per
+    strike, capped at ``SYNC_BACKOFF_MAX``). A peer that sent a bad block or certificate is in
+    ``bad_peers`` and never asked again by this process.
+    """
 
     peer: bytes | None = None
+    """The peer the request in flight went to (None: no request in flight)."""
     sent_at: float = 0.0
+    start: int = 0
+    count: int = 0
+    """The request in flight asked for blocks ``start`` .. ``start + count - 1``."""
     peer_heights: dict[bytes, int] = field(default_factory=dict)
-    banned_until: dict[bytes, float] = field(default_factory=dict)
+    """The committed height each peer claims (its STATUS, lowered to what it served after a short reply)."""
+    strikes: dict[bytes, int] = field(default_factory=dict)
+    backoff_until: dict[bytes, float] = field(default_factory=dict)
+    bad_peers: set[bytes] = field(default_factory=set)
 
 
 class Node:
@@ -179,6 +203,7 @@ class Node:
         self.mempool = Mempool(max_txs=mp.max_txs, max_bytes=mp.max_bytes, nonce_window=mp.nonce_window)
         self.block_gas_limit = genesis.param("blockGasLimit", G.DEFAULT_BLOCK_GAS_LIMIT)
         self._verifier = pbft.make_verifier([(v.scheme, v.public_key) for v in self.validators], Context.CONSENSUS)
+        self._check_consensus_records()
         head = self.chain.head
         self.replica = pbft.Replica(
             chain_id=self.chain_id, n=self.n, index=self.index,
@@ -198,6 +223,8 @@ class Node:
         self.started = False
         self.p2p_port: int | None = None
         self.last_progress = 0.0
+        self.last_proposal = 0.0
+        """When the primary last proposed (``_proposer_tick``), Trio clock seconds."""
         self.timeouts = 0
         self.sync_target = 0
         self.rpc_urls: list[str] = []
@@ -239,6 +266,77 @@ class Node:
             return cls.decode(raw)
         except DecodeError as err:
             raise StoreCorrupted(f"unreadable {name.decode()} record: {err}") from err
+
+    def _check_consensus_records(self) -> None:
+        """Check at start that the consensus records agree with the block store (crash recovery).
+
+        * height > 0: the head block's commit certificate is stored and holds 2f + 1 valid COMMIT
+          signatures of the genesis validator set (Castro & Liskov §4.2, committed certificate);
+        * ``k/checkpoint``: the stable checkpoint's seq is at most the head height, it names the block
+          stored at that height, and it holds a quorum of distinct, valid CHECKPOINT signatures for
+          that seq and block (§4.3, the proof of a stable checkpoint);
+        * ``k/prepared``: the prepared certificate (§4.4, carried in VIEW-CHANGEs) is for the next
+          height, head + 1, and its block extends the head. One for a height already committed is the
+          normal leftover of a shutdown between the commit and the record's cleanup: it is deleted,
+          with a log line.
+
+        Raises ``StoreCorrupted`` naming the record and what disagrees (the node must not start).
+        """
+        head = self.chain.head
+        if head.height > 0:
+            cert = self.chain.certificate(head.height)
+            if cert is None:
+                raise StoreCorrupted(f"head block {head.height} has no commit certificate stored")
+            try:
+                pbft.verify_certificate(cert, head.block_hash, head.height, self.chain_id, self.n, self._verifier)
+            except InvalidMessage as err:
+                raise StoreCorrupted(f"commit certificate of head block {head.height} does not verify against "
+                                     f"the genesis validator set: {err}") from err
+        cp = self._load_record(b"checkpoint", StableCheckpoint)
+        if cp is not None:
+            self._check_stable_checkpoint(cp, head.height)
+        prepared = self._load_record(b"prepared", PreparedCertificate)
+        if prepared is not None:
+            seq = prepared.pre_prepare.seq
+            if seq <= head.height:
+                log.info("dropping the stale prepared certificate record for seq %d (head is %d): left by a "
+                         "shutdown right after the commit", seq, head.height)
+                self.chain.kv.write([(b"k/prepared", None)], sync=True)
+            elif seq != head.height + 1:
+                raise StoreCorrupted(f"prepared certificate record is for seq {seq}, but the head is at height "
+                                     f"{head.height}: only {head.height + 1} can be prepared")
+            elif prepared.pre_prepare.block.header.prev_hash != head.block_hash:
+                raise StoreCorrupted(f"prepared certificate record for seq {seq} holds a block that does not "
+                                     f"extend the head block 0x{head.block_hash.hex()}")
+
+    def _check_stable_checkpoint(self, cp: StableCheckpoint, head_height: int) -> None:
+        """Check the stored stable checkpoint ``cp`` against the block store (``_check_consensus_records``).
+
+        Raises ``StoreCorrupted`` naming what disagrees.
+        """
+        if not 0 < cp.seq <= head_height:
+            raise StoreCorrupted(f"stable checkpoint record is for seq {cp.seq}, above the head height "
+                                 f"{head_height}" if cp.seq > 0 else f"stable checkpoint record has seq {cp.seq}")
+        block = self.chain.block(cp.seq)
+        if block is None or block.hash != cp.block_hash:
+            stored = "no block" if block is None else f"block 0x{block.hash.hex()}"
+            raise StoreCorrupted(f"stable checkpoint record for seq {cp.seq} names block 0x{cp.block_hash.hex()}, "
+                                 f"but the block store holds {stored} at that height")
+        signers = [c.validator for c in cp.signatures]
+        quorum = pbft.quorum_size(self.n)
+        if len(set(signers)) != len(signers) or len(signers) < quorum:
+            raise StoreCorrupted(f"stable checkpoint record for seq {cp.seq} has {len(set(signers))} distinct "
+                                 f"signers, needs {quorum}")
+        for c in cp.signatures:
+            if c.seq != cp.seq or c.block_hash != cp.block_hash or not 0 <= c.validator < self.n:
+                raise StoreCorrupted(f"stable checkpoint record for seq {cp.seq} holds a CHECKPOINT for another "
+                                     f"seq, block or validator ({c.seq}, 0x{c.block_hash.hex()}, {c.validator})")
+            try:
+                self._verifier(c.validator, vote_signing_bytes(self.chain_id, CHECKPOINT, 0, c.seq, c.block_hash,
+                                                               c.validator), c.signature)
+            except InvalidSignature as err:
+                raise StoreCorrupted(f"stable checkpoint record for seq {cp.seq}: the signature of validator "
+                                     f"{c.validator} does not verify") from err
 
     def _persist_vote(self, a: pbft.PersistVote) -> None:
         if a.block is not None:  # a pre-prepare: keep the block, so a restart proposes the same one
@@ -495,7 +593,9 @@ class Node:
         self.commit_event.set()
         self.commit_event = trio.Event()
         log.info("committed block %d hash=%s txs=%d root=%s mempool=%d", block.height, block.hash.hex()[:16],
-                 len(block.transactions), block.header.state_root.hex()[:16], len(self.mempool))
+                 len(block.transactions), block.header.state_root.hex()[:16], len(self.mempool),
+                 extra={"height": block.height, "hash": "0x" + block.hash.hex(), "txs": len(block.transactions),
+                        "view": block.header.view})
 
     # --- consensus driver ------------------------------------------------------------------------
 
@@ -513,10 +613,7 @@ class Node:
                     self._broadcast(M.kind_of(a.message), a.message)
             elif isinstance(a, pbft.SyncTo):
                 self.sync_target = max(self.sync_target, a.height)
-                for peer, height in self.sync.peer_heights.items():
-                    if height >= a.height:
-                        self._maybe_sync(peer, height)
-                        break
+                self._maybe_sync()  # whom to ask: _pick_sync_peer, as for every catch-up request
             elif isinstance(a, pbft.CheckpointStable):
                 self.chain.put_record(b"checkpoint", a.checkpoint.encode())
                 self.metrics.checkpoints.inc()
@@ -529,7 +626,8 @@ class Node:
             elif isinstance(a, pbft.ViewInstalled):
                 self.last_progress = trio.current_time()
                 self.metrics.view_changes.inc()
-                log.info("view %d installed (primary: validator %d)", a.view, self.replica.primary())
+                log.info("view %d installed (primary: validator %d)", a.view, self.replica.primary(),
+                         extra={"view": a.view})
             elif isinstance(a, pbft.ValidateBlock):
                 try:
                     self.validate_block(a.block, check_clock=True)
@@ -587,8 +685,9 @@ class Node:
                     self.metrics.rejected.labels("gossip backlog full").inc(len(raws) - max(room, 0))
             elif kind in (M.PRE_PREPARE, M.VOTE):
                 assert isinstance(body, PrePrepare | Vote)  # noqa: S101
-                if body.seq > self.replica.next_seq:
-                    self._maybe_sync(peer, body.seq - 1)
+                if body.seq > self.replica.next_seq:  # the sender is ahead: it committed body.seq - 1
+                    self._note_peer_height(peer, body.seq - 1, at_least=True)
+                    self._maybe_sync()
                 self.carry_out(self.replica.receive(body))
                 if digest is not None and isinstance(body, PrePrepare) \
                         and self.replica.holds_pre_prepare(body.view, body.seq, body.block_hash):
@@ -600,8 +699,8 @@ class Node:
                 self.carry_out(self.replica.receive(body))
             elif kind == M.STATUS:
                 assert isinstance(body, M.Status)  # noqa: S101
-                self.sync.peer_heights[peer] = body.height
-                self._maybe_sync(peer, body.height)
+                self._note_peer_height(peer, body.height)
+                self._maybe_sync()
             elif kind == M.GET_BLOCKS:
                 assert isinstance(body, M.GetBlocks)  # noqa: S101
                 self._serve_blocks(peer, body)
@@ -639,19 +738,84 @@ class Node:
         head = self.chain.head
         return M.Status(head.height, head.block_hash)
 
-    def _maybe_sync(self, peer: bytes, peer_height: int) -> None:
-        now = trio.current_time()
-        if peer_height <= self.chain.head.height or self.net is None:
+    def validator_peers(self) -> int:
+        """How many other validators of the genesis set are connected over P2P now (observers are not
+        counted). A quorum is 2f+1 validators (Castro & Liskov §4), so a validator needs 2f of them
+        besides itself: the proposer waits for that, and ``GET /ready`` requires it."""
+        if self.net is None:
+            return 0
+        return len(self.net.connected() & {v.node_id for v in self.validators})
+
+    def _note_peer_height(self, peer: bytes, height: int, *, at_least: bool = False) -> None:
+        """Record the committed ``height`` that ``peer`` claims (``at_least``: only raise the claim,
+        for a hint such as a vote for a later sequence number). Claims of bad peers are ignored."""
+        if peer in self.sync.bad_peers:
             return
-        if self.sync.banned_until.get(peer, 0) > now:
+        if at_least:
+            height = max(height, self.sync.peer_heights.get(peer, 0))
+        self.sync.peer_heights[peer] = height
+
+    def _pick_sync_peer(self, now: float) -> bytes | None:
+        """The peer to ask for the blocks above our head: the one claiming the highest height above
+        it that is neither in ``bad_peers`` nor backing off after a strike (ties: fewer strikes, then
+        the lower node id, so the choice is deterministic). None if no peer qualifies."""
+        head = self.chain.head.height
+        sync = self.sync
+        candidates = [(-height, sync.strikes.get(peer, 0), peer) for peer, height in sync.peer_heights.items()
+                      if height > head and peer not in sync.bad_peers and sync.backoff_until.get(peer, 0.0) <= now]
+        return min(candidates)[2] if candidates else None
+
+    def _strike(self, peer: bytes, now: float, reason: str) -> None:
+        """Give ``peer`` a sync strike: it is not asked for blocks for ``SYNC_BACKOFF`` seconds, doubled
+        for each earlier strike (capped at ``SYNC_BACKOFF_MAX``)."""
+        strikes = self.sync.strikes[peer] = self.sync.strikes.get(peer, 0) + 1
+        wait = min(SYNC_BACKOFF * 2 ** min(strikes - 1, 16), SYNC_BACKOFF_MAX)
+        self.sync.backoff_until[peer] = now + wait
+        log.warning("catch-up: peer %s %s; not asking it for %.0f s (strike %d)", peer.hex()[:8], reason, wait,
+                    strikes)
+
+    def _reject_bad_peer(self, peer: bytes, reason: str) -> None:
+        """``peer`` sent a bad certified block: never ask it for blocks again (``bad_peers``), forget its
+        claimed height, disconnect it and penalize it in the p2p scoring down to its ban threshold."""
+        self.sync.bad_peers.add(peer)
+        self.sync.peer_heights.pop(peer, None)
+        if self.sync.peer == peer:
+            self.sync.peer = None
+        log.warning("catch-up: peer %s sent %s; disconnecting it and never asking it again", peer.hex()[:8], reason)
+        if self.net is not None:
+            self.net.disconnect(Address(peer), reason)
+            # enough to reach the ban at once (the threshold is negative, scores start at 0)
+            self.net.penalize(Address(peer), reason, points=-self.config.p2p.ban_threshold)
+
+    def _maybe_sync(self, now: float | None = None) -> None:
+        """Ask one peer (``_pick_sync_peer``) for the next blocks above our head, unless a request is
+        in flight and younger than ``SYNC_REQUEST_TIMEOUT``; an older one strikes its peer (it is not
+        asked again for a while) and is sent to another. ``now``: Trio clock seconds (default: now)."""
+        if self.net is None:
             return
-        if self.sync.peer is not None and now - self.sync.sent_at < 5.0:
+        now = trio.current_time() if now is None else now
+        sync = self.sync
+        if sync.peer is not None:
+            if now - sync.sent_at < SYNC_REQUEST_TIMEOUT:
+                return
+            silent, sync.peer = sync.peer, None
+            self._strike(silent, now, f"left blocks {sync.start}..{sync.start + sync.count - 1} unanswered for "
+                         f"{SYNC_REQUEST_TIMEOUT:.0f} s")
+        peer = self._pick_sync_peer(now)
+        if peer is None:
             return
-        start = self.chain.head.height + 1
-        count = min(M.MAX_BLOCKS_PER_REPLY, peer_height - self.chain.head.height)
+        head = self.chain.head.height
+        start = head + 1
+        count = min(M.MAX_BLOCKS_PER_REPLY, sync.peer_heights[peer] - head)
         if self._send(peer, M.GET_BLOCKS, M.GetBlocks(start, count)):
-            self.sync.peer, self.sync.sent_at = peer, now
+            sync.peer, sync.sent_at, sync.start, sync.count = peer, now, start, count
             log.info("catching up: asking %s for blocks %d..%d", peer.hex()[:8], start, start + count - 1)
+
+    def _sync_tick(self, now: float) -> None:
+        """Periodic catch-up step (``_ticker_loop``) at ``now`` (Trio clock seconds): ``_maybe_sync``, so
+        that a request left unanswered for ``SYNC_REQUEST_TIMEOUT`` is sent to another peer even when
+        no message arrives, and a peer whose backoff ended is asked again."""
+        self._maybe_sync(now)
 
     def _serve_blocks(self, peer: bytes, req: M.GetBlocks) -> None:
         out: list[M.CertifiedBlock] = []
@@ -668,8 +832,22 @@ class Node:
             self._send(peer, M.BLOCKS, M.Blocks(tuple(out)))
 
     def _apply_blocks(self, peer: bytes, reply: M.Blocks) -> None:
-        if self.sync.peer == peer:
+        """Verify and commit the certified blocks ``peer`` sent (catch-up), then ask for more.
+
+        Each block's commit certificate is checked against the validator set and the block is
+        re-executed (``validate_block``). A bad one makes ``peer`` a bad peer (``_reject_bad_peer``).
+        An answer to our request that brings no new block although ``peer`` claimed more lowers its
+        claim to what it served and gives it a strike (``_strike``), so a peer claiming a height it
+        cannot serve cannot stall catch-up. (A non-empty short reply is progress: replies are also
+        cut at half a frame.) Blocks from a bad peer are ignored.
+        """
+        if peer in self.sync.bad_peers:
+            return
+        now = trio.current_time()
+        answered = self.sync.peer == peer
+        if answered:
             self.sync.peer = None
+        applied = 0
         for item in reply.blocks:
             block = item.block
             if block.height <= self.chain.head.height:
@@ -679,18 +857,22 @@ class Node:
                                         self._verifier)
                 self.validate_block(block, check_clock=False)
             except (InvalidMessage, InvalidBlock) as err:
-                log.warning("peer %s sent a bad certified block %d: %s; not asking it for a while",
-                            peer.hex()[:8], block.height, err)
-                self.sync.banned_until[peer] = trio.current_time() + 60.0
-                if self.net is not None:
-                    self.net.disconnect(Address(peer), f"bad certified block {block.height}")
+                self._reject_bad_peer(peer, f"a bad certified block {block.height}: {err}")
+                self._maybe_sync(now)
                 return
             self.commit(block, item.certificate)
+            applied += 1
             self.metrics.synced_blocks.inc()
             self.carry_out(self.replica.synced(block.height, block.hash, item.certificate))
-        best = max(self.sync.peer_heights.values(), default=0)
-        if best > self.chain.head.height:
-            self._maybe_sync(peer, best)
+        head = self.chain.head.height
+        if applied:
+            self.sync.strikes.pop(peer, None)
+        elif answered and self.sync.peer_heights.get(peer, 0) > head:
+            served = max((item.block.height for item in reply.blocks), default=self.sync.start - 1)
+            self.sync.peer_heights[peer] = min(self.sync.peer_heights[peer], max(served, head))
+            self._strike(peer, now, f"claimed more blocks but served none of {self.sync.start}.."
+                         f"{self.sync.start + self.sync.count - 1}")
+        self._maybe_sync(now)
 
     # --- services ---------------------------------------------------------------------------------
 
@@ -714,7 +896,12 @@ class Node:
             max_attempts_per_ip=cfg.p2p.max_attempts_per_ip, attempt_window=cfg.p2p.attempt_window_seconds,
             send_queue_bytes=cfg.p2p.send_queue_bytes, inbound_bytes_per_second=cfg.p2p.inbound_bytes_per_second,
             inbound_burst_bytes=cfg.p2p.inbound_burst_bytes, ban_threshold=cfg.p2p.ban_threshold,
-            ban_seconds=cfg.p2p.ban_seconds,
+            ban_seconds=cfg.p2p.ban_seconds, send_queue_size=cfg.p2p.send_queue_messages,
+            bulk_queue_size=cfg.p2p.bulk_queue_messages, bulk_queue_bytes=cfg.p2p.bulk_queue_bytes,
+            score_recovery=cfg.p2p.score_recovery_per_second,
+            backoff_initial=cfg.p2p.reconnect_backoff_initial_seconds,
+            backoff_max=cfg.p2p.reconnect_backoff_max_seconds,
+            counters=self.metrics.p2p,
         )
         async with trio.open_nursery() as nursery:
             self.p2p_port = await nursery.start(self.net.run)
@@ -784,23 +971,28 @@ class Node:
                 self.sync.peer_heights.pop(peer, None)
                 if self.sync.peer == peer:
                     self.sync.peer = None
+                    self._maybe_sync()  # ask another peer at once
 
     async def _proposer_loop(self) -> None:
-        c = self.config.consensus
-        interval = c.block_interval_ms / 1000
-        idle = c.empty_block_interval_ms / 1000
-        last_proposal = trio.current_time()
+        self.last_proposal = trio.current_time()
         while True:
-            await trio.sleep(interval)
-            if not self.replica.is_primary or self.replica.proposal_pending():
-                continue
-            if self.net is not None and len(self.net.connected()) < 2 * self.replica.f:
-                continue  # no quorum reachable: proposing would only stall
-            has_work = self.mempool.has_executable()
-            now = trio.current_time()
-            if has_work or (idle > 0 and now - last_proposal >= idle):
-                self.propose()
-                last_proposal = now
+            await trio.sleep(self.config.consensus.block_interval_ms / 1000)
+            self._proposer_tick(trio.current_time())
+
+    def _proposer_tick(self, now: float) -> Block | None:
+        """One look of the primary at ``now`` (Trio clock seconds; ``_proposer_loop`` calls it every
+        ``block_interval_ms``): propose if executable transactions wait, or an empty block once
+        ``empty_block_interval_ms`` passed since ``last_proposal`` (0 disables empty blocks).
+        Returns the block proposed, or None."""
+        if not self.replica.is_primary or self.replica.proposal_pending():
+            return None
+        if self.net is not None and self.validator_peers() < 2 * self.replica.f:
+            return None  # no quorum reachable: proposing would only stall
+        idle = self.config.consensus.empty_block_interval_ms / 1000
+        if not (self.mempool.has_executable() or (idle > 0 and now - self.last_proposal >= idle)):
+            return None
+        self.last_proposal = now
+        return self.propose()
 
     def work_waiting(self) -> bool:
         """Whether a commit is expected soon: a view change, a proposal, transactions, or empty blocks."""
@@ -821,7 +1013,7 @@ class Node:
         self.metrics.timeouts.inc()
         self.last_progress = now
         log.warning("no progress for %.1f s in view %d: moving to view %d", timeout, self.replica.view,
-                    self.replica.view + 1)
+                    self.replica.view + 1, extra={"view": self.replica.view + 1})
         self.carry_out(self.replica.on_timeout())
 
     async def _ticker_loop(self) -> None:
@@ -848,6 +1040,7 @@ class Node:
                 for message in self.replica.retransmit():
                     self._broadcast(M.kind_of(message), message)
             self._check_view_timer(now)
+            self._sync_tick(now)
 
     def prune_state(self) -> int:
         """One bounded step (``[state] prune_batch`` deletions) of pruning the state versions older than

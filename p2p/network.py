@@ -8,17 +8,21 @@ agreement (under a timeout), then carries ``p2p.framing`` frames whose payloads 
 ``inbound`` channel as ``(node_id, plaintext)``, payloads sent go through a bounded per-peer queue
 drained by that peer's own writer task (which seals them), so one slow peer never holds up the others.
 Each queue has two lanes: ``urgent`` (consensus, the default) and ``bulk`` (``bulk=True``: transaction
-gossip). The writer always drains the urgent lane first, so a vote never waits behind megabytes of
-gossip (CometBFT's MConnection gives its channels priorities for the same reason).
+gossip), each with its own bounds, so queued gossip never makes a consensus send fail. The writer
+always drains the urgent lane first, so a vote never waits behind megabytes of gossip (CometBFT's
+MConnection gives each channel its own send queue and a priority for the same reasons).
 The public API (``send``, ``broadcast``, ``inbound``) carries plaintext only.
 
 Limits (constructor arguments): handshake timeout; frame size checked from the 4-byte header before
 the body is buffered (``max_frame_size`` + the 16-byte tag after the handshake,
 ``MAX_HANDSHAKE_MESSAGE`` during it); concurrent inbound connections; connection attempts per remote
-IP per window (refused at accept, before a byte is read); a per-peer send queue bounded in payloads
-and bytes (``send`` returns False when full, never blocks); a per-peer inbound byte rate (a token
-bucket: an over-fast peer is read more slowly, and TCP flow control pushes back on it; nothing is
-dropped).
+IP per window (refused at accept, before a byte is read); per-peer send lanes, each bounded in payloads
+and bytes (``send`` returns False when the lane is full, never blocks; counted in ``counters``); a
+per-peer inbound byte rate (a token bucket: an over-fast peer is read more slowly, and TCP flow
+control pushes back on it; nothing is dropped).
+
+Traffic counters (``TrafficCounters``, for the node's metrics): bytes on the wire each way, sends
+refused per lane, reads paused by the rate limit.
 
 Peer scoring (``p2p.limits.PeerScores``): a peer whose frame fails to decrypt or is oversize loses
 ``PENALTY_BAD_FRAME`` points (and the connection), one the node reports through ``penalize`` loses
@@ -56,6 +60,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, Literal
 
@@ -96,6 +101,32 @@ def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Ran
     return rng.uniform(base / 2, base)
 
 
+@dataclass(slots=True)
+class TrafficCounters:
+    """Running totals of one node's P2P traffic: the source of its Prometheus counters.
+
+    A node passes the same object to each ``PeerNetwork`` it creates (``counters=``), so the totals
+    keep growing across restarts of the network, as Prometheus counters must. Only the Trio thread
+    that runs the network writes them.
+
+    Attributes:
+        wire_bytes_sent: bytes written to peers' sockets, as they go on the wire: handshake frames, and
+            after the handshake each payload sealed (+16-byte tag) and framed (+4-byte length header).
+        wire_bytes_received: bytes read from peers' sockets, likewise (connections refused in the
+            handshake included).
+        refused_urgent: payloads ``send``/``broadcast`` refused (one per peer) because that peer's
+            urgent (consensus) lane was full.
+        refused_bulk: payloads refused because that peer's bulk (gossip) lane was full.
+        throttled_reads: times reading from a peer paused because it exceeded its inbound byte rate.
+    """
+
+    wire_bytes_sent: int = 0
+    wire_bytes_received: int = 0
+    refused_urgent: int = 0
+    refused_bulk: int = 0
+    throttled_reads: int = 0
+
+
 def _name(node_id: bytes) -> str:
     return "0x" + bytes(node_id).hex()
 
@@ -115,19 +146,23 @@ def _remote_ip(stream: trio.abc.Stream) -> str:
         return "?"
 
 
-async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
-    """``stream.send_all`` with its I/O errors translated to ``ConnectionFailed``."""
+async def _send_all(stream: trio.abc.Stream, data: bytes, counters: TrafficCounters) -> None:
+    """``stream.send_all`` with its I/O errors translated to ``ConnectionFailed``; counts the bytes sent."""
     try:
         await stream.send_all(data)
     except (trio.BrokenResourceError, OSError) as err:
         raise ConnectionFailed(f"write failed: {err!r}") from err
+    counters.wire_bytes_sent += len(data)
 
 
-async def _read_frame(stream: trio.abc.Stream, decoder: FrameDecoder, bucket: TokenBucket | None = None) -> bytes:
+async def _read_frame(
+    stream: trio.abc.Stream, decoder: FrameDecoder, counters: TrafficCounters, bucket: TokenBucket | None = None
+) -> bytes:
     """Return the next frame payload. Raises ``ConnectionFailed``, ``FrameTooLarge``.
 
-    With a ``bucket``, every chunk read is charged to it and the next read waits for the delay it
-    returns (the inbound byte rate limit).
+    Every chunk read is counted in ``counters.wire_bytes_received``. With a ``bucket``, every chunk
+    is charged to it and the next read waits for the delay it returns (the inbound byte rate limit;
+    each such wait counts in ``counters.throttled_reads``).
     """
     while True:
         frame = decoder.next_frame()
@@ -140,10 +175,12 @@ async def _read_frame(stream: trio.abc.Stream, decoder: FrameDecoder, bucket: To
         if not data:
             partial_frame = f" in the middle of a frame ({decoder.buffered} bytes)" if decoder.buffered else ""
             raise ConnectionFailed(f"peer closed the connection{partial_frame}")
+        counters.wire_bytes_received += len(data)
         decoder.receive_data(data)
         if bucket is not None:
             delay = bucket.charge(len(data), trio.current_time())
             if delay > 0:
+                counters.throttled_reads += 1
                 await trio.sleep(delay)
 
 
@@ -183,7 +220,7 @@ class _Connection:
         self.queue_size = queue_size
         self.urgent: deque[bytes] = deque()  # consensus and sync payloads: written first
         self.bulk: deque[bytes] = deque()  # transaction gossip: written when no urgent payload waits
-        self.queued_bytes = 0  # payload bytes in both lanes
+        self.urgent_bytes = 0  # payload bytes in each lane
         self.bulk_bytes = 0
         self.wake = trio.Event()  # set when a payload is queued
         self.bucket = bucket
@@ -224,6 +261,7 @@ class PeerNetwork:
         max_frame_size: int = DEFAULT_MAX_FRAME,
         send_queue_size: int = 1024,
         send_queue_bytes: int = 64 * 1024 * 1024,
+        bulk_queue_size: int = 1024,
         bulk_queue_bytes: int = 8 * 1024 * 1024,
         handshake_timeout: float = 5.0,
         backoff_initial: float = 0.05,
@@ -238,6 +276,7 @@ class PeerNetwork:
         score_recovery: float = 5.0,
         rekey_interval: int = REKEY_INTERVAL,
         rng: random.Random | None = None,
+        counters: TrafficCounters | None = None,
     ) -> None:
         """Configure the network; nothing happens until ``run``.
 
@@ -261,11 +300,14 @@ class PeerNetwork:
             max_frame_size: largest payload (plaintext message) sent or received, in bytes, at most
                 ``2**32 - 17``; the sealed frame is 16 bytes longer (handshake messages are limited to
                 ``MAX_HANDSHAKE_MESSAGE`` whatever this is).
-            send_queue_size: payloads queued per peer before ``send`` returns False.
-            send_queue_bytes: payload bytes queued per peer before ``send`` returns False (a payload
-                is always accepted into an empty queue, so one of ``max_frame_size`` always fits).
-            bulk_queue_bytes: of those, bytes of ``bulk`` payloads (gossip) queued per peer at most;
-                beyond it bulk payloads are dropped while urgent ones are still taken.
+            send_queue_size: urgent (consensus) payloads queued per peer before ``send`` returns False.
+            send_queue_bytes: urgent payload bytes queued per peer before ``send`` returns False (a
+                payload is always accepted into an empty lane, so one of ``max_frame_size`` always
+                fits).
+            bulk_queue_size: ``bulk`` payloads (gossip) queued per peer before ``send(bulk=True)``
+                returns False. The bulk lane's bounds are separate from the urgent lane's: a full
+                bulk lane never refuses an urgent payload.
+            bulk_queue_bytes: ``bulk`` payload bytes queued per peer at most (empty lane as above).
             handshake_timeout: seconds allowed to open a connection, and again to complete the
                 handshake; a connection silent for that long is closed.
             backoff_initial: seconds, first redial delay (see ``backoff_delay``).
@@ -284,6 +326,8 @@ class PeerNetwork:
                 node must share (the handshake refuses a peer with another value): change it only in
                 tests.
             rng: source of backoff jitter (a seeded ``random.Random`` replays a run); default fresh.
+            counters: where to count traffic (``TrafficCounters``; the ``counters`` attribute);
+                default a fresh one. A node passes one object to each network it creates.
 
         Raises:
             ValueError: a malformed setting: genesis hash not 32 bytes, an allowlist entry whose node
@@ -303,8 +347,10 @@ class PeerNetwork:
             raise ValueError(f"peers to dial are not in the allowlist: {', '.join(map(_name, missing))}")
         if not 0 <= max_frame_size <= MAX_FRAME_LIMIT - TAG_LEN:
             raise ValueError(f"max_frame_size must be in [0, {MAX_FRAME_LIMIT - TAG_LEN}]")
-        if send_queue_size < 1 or send_queue_bytes < 1 or bulk_queue_bytes < 1:
-            raise ValueError("send_queue_size, send_queue_bytes and bulk_queue_bytes must be at least 1")
+        if send_queue_size < 1 or send_queue_bytes < 1 or bulk_queue_size < 1 or bulk_queue_bytes < 1:
+            raise ValueError(
+                "send_queue_size, send_queue_bytes, bulk_queue_size and bulk_queue_bytes must be at least 1"
+            )
         if not handshake_timeout > 0:
             raise ValueError("handshake_timeout must be positive")
         if not 0 < backoff_initial <= backoff_max:
@@ -330,6 +376,7 @@ class PeerNetwork:
         self._max_frame_size = max_frame_size
         self._send_queue_size = send_queue_size
         self._send_queue_bytes = send_queue_bytes
+        self._bulk_queue_size = bulk_queue_size
         self._bulk_queue_bytes = bulk_queue_bytes
         self._handshake_timeout = handshake_timeout
         self._backoff_initial = backoff_initial
@@ -350,6 +397,8 @@ class PeerNetwork:
         self._attempts: AttemptLimiter[str] = AttemptLimiter(max_attempts_per_ip, attempt_window)
         self._inbound_open = 0
         self._rng = rng if rng is not None else random.Random()
+        self.counters = counters if counters is not None else TrafficCounters()
+        """This network's traffic totals (see ``TrafficCounters``)."""
         self._log = _NodeLog(logger, {"node": _name(me)[:18]})
         self._connections: dict[Address, _Connection] = {}
         self._events: deque[PeerEvent] = deque()
@@ -405,11 +454,13 @@ class PeerNetwork:
 
     def send(self, peer: Address, payload: bytes, *, bulk: bool = False) -> bool:
         """Queue ``payload`` for ``peer``; never blocks. ``bulk`` payloads (gossip) are written only
-        when no urgent one waits, and have their own byte bound (``bulk_queue_bytes``).
+        when no urgent one waits, and go in a lane of their own (``bulk_queue_size``,
+        ``bulk_queue_bytes``), so however much gossip waits, an urgent payload is still taken.
 
         Returns:
-            True if queued; False if ``peer`` is not connected or its send queue is full (the payload
-            is dropped: it is the caller's to retry or give up).
+            True if queued; False if ``peer`` is not connected or the lane of its send queue that
+            ``bulk`` selects is full (the payload is dropped: it is the caller's to retry or give up;
+            a full lane counts in ``counters.refused_urgent`` / ``refused_bulk``).
 
         Raises:
             ValueError: ``payload`` is longer than ``max_frame_size`` (a local bug).
@@ -507,21 +558,34 @@ class PeerNetwork:
         return payload
 
     def _enqueue(self, conn: _Connection, payload: bytes, bulk: bool = False) -> bool:
-        if conn.queued_bytes and conn.queued_bytes + len(payload) > self._send_queue_bytes:
-            self._log.debug("send queue of %s holds %d bytes; payload dropped", conn, conn.queued_bytes)
-            return False
-        if len(conn.urgent) + len(conn.bulk) >= conn.queue_size:
-            self._log.debug("send queue of %s is full; payload dropped", conn)
-            return False
+        """Queue ``payload`` in the lane of ``conn`` that ``bulk`` selects; False if that lane is full.
+
+        Each lane is bounded on its own (urgent: ``send_queue_size`` payloads, ``send_queue_bytes``;
+        bulk: ``bulk_queue_size``, ``bulk_queue_bytes``), so a bulk lane full of gossip never refuses
+        a consensus message. A refusal counts in ``counters.refused_urgent`` / ``refused_bulk``.
+        """
         if bulk:
-            if conn.bulk_bytes and conn.bulk_bytes + len(payload) > self._bulk_queue_bytes:
-                self._log.debug("bulk lane of %s holds %d bytes; gossip dropped", conn, conn.bulk_bytes)
-                return False
-            conn.bulk.append(payload)
+            lane, queued, most, most_bytes = conn.bulk, conn.bulk_bytes, self._bulk_queue_size, self._bulk_queue_bytes
+        else:
+            lane, queued, most, most_bytes = conn.urgent, conn.urgent_bytes, conn.queue_size, self._send_queue_bytes
+        if len(lane) >= most or (queued and queued + len(payload) > most_bytes):
+            if bulk:
+                self.counters.refused_bulk += 1
+            else:
+                self.counters.refused_urgent += 1
+            self._log.debug(
+                "%s lane of %s is full (%d payloads, %d bytes); payload dropped",
+                "bulk" if bulk else "urgent",
+                conn,
+                len(lane),
+                queued,
+            )
+            return False
+        lane.append(payload)
+        if bulk:
             conn.bulk_bytes += len(payload)
         else:
-            conn.urgent.append(payload)
-        conn.queued_bytes += len(payload)
+            conn.urgent_bytes += len(payload)
         conn.wake.set()
         return True
 
@@ -534,13 +598,14 @@ class PeerNetwork:
             old.cancel_scope.cancel()
             self._emit("disconnected", conn.peer_id)
         self._connections[conn.peer_id] = conn
-        self._log.info("connected to %s", conn)
+        self._log.info("connected to %s", conn, extra={"peer": "0x" + conn.peer_id.hex(), "direction": conn.direction,
+                                                      "remote": conn.remote})
         self._emit("connected", conn.peer_id)
 
     def _unregister(self, conn: _Connection) -> None:
         if self._connections.get(conn.peer_id) is conn:
             del self._connections[conn.peer_id]
-            self._log.info("disconnected from %s", conn)
+            self._log.info("disconnected from %s", conn, extra={"peer": "0x" + conn.peer_id.hex()})
             self._emit("disconnected", conn.peer_id)
 
     def _emit(self, kind: Literal["connected", "disconnected"], peer_id: Address) -> None:
@@ -596,10 +661,12 @@ class PeerNetwork:
             outgoing = hs.start()
             while True:
                 if outgoing:  # the responder's Hello and Auth go out in one write
-                    await _send_all(stream, b"".join(encode_frame(m, MAX_HANDSHAKE_MESSAGE) for m in outgoing))
+                    await _send_all(
+                        stream, b"".join(encode_frame(m, MAX_HANDSHAKE_MESSAGE) for m in outgoing), self.counters
+                    )
                 if hs.is_done:
                     break
-                outgoing = hs.receive(await _read_frame(stream, decoder))
+                outgoing = hs.receive(await _read_frame(stream, decoder, self.counters))
         if scope.cancelled_caught:
             raise HandshakeFailed(f"handshake not completed within {self._handshake_timeout} s")
         decoder.max_size = hs.session.max_frame  # from the next frame on, the session's limit
@@ -699,7 +766,7 @@ class PeerNetwork:
         """
         try:
             while True:
-                sealed = await _read_frame(conn.stream, conn.decoder, conn.bucket)
+                sealed = await _read_frame(conn.stream, conn.decoder, self.counters, conn.bucket)
                 payload = conn.session.open(sealed)
                 await self._inbound.send((conn.peer_id, payload))
         except P2PError as err:
@@ -715,10 +782,10 @@ class PeerNetwork:
         """Seal the next queued payload (urgent lane first) and frame it."""
         if conn.urgent:
             payload = conn.urgent.popleft()
+            conn.urgent_bytes -= len(payload)
         else:
             payload = conn.bulk.popleft()
             conn.bulk_bytes -= len(payload)
-        conn.queued_bytes -= len(payload)
         return encode_frame(conn.session.seal(payload), conn.session.max_frame)
 
     async def _write_loop(self, conn: _Connection) -> None:
@@ -734,7 +801,7 @@ class PeerNetwork:
                 while size < WRITE_BATCH and (conn.urgent or conn.bulk):
                     frames.append(self._take(conn))
                     size += len(frames[-1])
-                await _send_all(conn.stream, b"".join(frames))
+                await _send_all(conn.stream, b"".join(frames), self.counters)
         except (ConnectionFailed, SessionExhausted) as err:
             self._log.failure(f"{conn} closed", err)
         finally:

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -13,7 +14,8 @@ import trio
 
 from crypto.keys import KeyPair
 from crypto.signatures import ED25519
-from node.config import ConsensusSection, NodeConfig, P2PSection, RPCSection
+from node.config import ConsensusSection, LogSection, NodeConfig, P2PSection, RPCSection
+from node.logs import apply_levels
 from node.node import Node
 from node.rpc.client import AsyncClient
 from node.setup import NodeKeys, validator_entry
@@ -89,6 +91,19 @@ async def start_solo_node(nursery: trio.Nursery, rpc: RPCSection | None = None,
                 validator_key=keys.validator)
     await nursery.start(node.run)
     return node
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger's handlers and levels back after a test that configures logging (as
+    ``qenex-node start`` does): a handler left on pytest's captured stderr, closed after the test,
+    would fail every later log line."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    apply_levels(LogSection(level=logging.getLevelName(level) if level else "WARNING"))
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 from devnet.layout import generate
 from devnet.processes import start_node, stop_node
-from node.config import LogSection, load_config
+from node.config import ConsensusSection, LogSection, load_config
 from node.exceptions import ConfigError
-from node.logs import LogfmtFormatter, apply_levels, configure, parse_modules
-from tests.conftest import STARTING, poll_until
+from node.logs import JsonLineFormatter, LogfmtFormatter, apply_levels, configure, parse_modules
+from tests.conftest import STARTING, poll_until, start_solo_node
 from tests.test_devnet import free_block
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    apply_levels(LogSection(level=logging.getLevelName(level) if level else "WARNING"))
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def record(msg: str, *args: object, name: str = "qenex.test") -> logging.LogRecord:
@@ -49,6 +41,61 @@ def test_json_lines_parse(restore_logging: None, capsys: pytest.CaptureFixture[s
     assert len(lines) == 1
     assert lines[0]["level"] == "INFO" and lines[0]["logger"] == "qenex.node"
     assert lines[0]["msg"] == "committed block 7" and "ts" in lines[0]
+
+
+_LOGFMT_PAIR = re.compile(r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|[^\s"=]*)(?: |$)')
+
+
+def parse_logfmt(line: str) -> dict[str, str]:
+    """key=value pairs of a logfmt line (quoted values unquoted); fails unless the whole line is pairs."""
+    out, pos = {}, 0
+    while pos < len(line):
+        m = _LOGFMT_PAIR.match(line, pos)
+        assert m is not None, f"not logfmt at {line[pos:]!r}"
+        key, value = m[1], m[2]
+        assert key not in out, f"duplicate key {key}"
+        out[key] = json.loads(value) if value.startswith('"') else value
+        pos = m.end()
+    return out
+
+
+def test_extra_fields_are_keys_of_their_own() -> None:
+    rec = record("peer %s", "0xab")
+    rec.__dict__.update(peer=b"\xab", height=5, note='two "words"', level="shadow", ok=True)
+    fields = parse_logfmt(LogfmtFormatter().format(rec))
+    assert fields["msg"] == "peer 0xab" and fields["level"] == "WARNING"  # an extra never hides a fixed key
+    assert fields["height"] == "5" and fields["peer"] == "0xab" and fields["ok"] == "true"
+    assert fields["note"] == 'two "words"' and fields["extra_level"] == "shadow"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fields["ts"])
+    doc = json.loads(JsonLineFormatter().format(rec))
+    assert doc["level"] == "WARNING" and doc["extra_level"] == "shadow" and doc["height"] == 5
+    assert doc["ts"] == fields["ts"] and doc["logger"] == "qenex.test"
+
+
+@pytest.mark.parametrize("fmt", ["json", "kv"])
+async def test_commit_line_carries_height_hash_txs_and_view(restore_logging: None, fmt: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    configure(LogSection(level="INFO", format=fmt))
+    capsys.readouterr()
+    async with trio.open_nursery() as nursery:
+        node = await start_solo_node(nursery, consensus=ConsensusSection(block_interval_ms=10,
+                                                                         empty_block_interval_ms=10))
+        while node.chain.head.height < 2:
+            await node.commit_event.wait()  # the commit is logged before its waiters run
+        nursery.cancel_scope.cancel()
+    lines = capsys.readouterr().err.splitlines()
+    fields = [json.loads(x) if fmt == "json" else parse_logfmt(x) for x in lines]
+    commits = [f for f in fields if f["msg"].startswith("committed block ")]
+    assert len(commits) >= 2
+    for f in commits:
+        height = int(f["msg"].split()[2])
+        if fmt == "json":
+            assert f["height"] == height and isinstance(f["height"], int)
+            assert f["txs"] == 0 and isinstance(f["view"], int)
+        else:
+            assert f["height"] == str(height) and f["txs"] == "0" and f["view"].isdigit()
+        block = node.chain.block(height)
+        assert block is not None and f["hash"] == "0x" + block.hash.hex()
 
 
 def test_module_levels_apply_and_revert(restore_logging: None) -> None:

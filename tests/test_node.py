@@ -29,11 +29,49 @@ def make_keys(n: int) -> list[NodeKeys]:
     return [NodeKeys(KeyPair.generate(ED25519), KeyPair.generate(ED25519)) for _ in range(n)]
 
 
-def make_node(keys: list[NodeKeys], i: int, config: NodeConfig | None = None, checkpoint_interval: int = 100) -> Node:
+def make_node(keys: list[NodeKeys], i: int, config: NodeConfig | None = None, checkpoint_interval: int = 100,
+              store: MemoryStore | None = None) -> Node:
+    """Node ``i`` of the validator set ``keys`` (the same genesis for the same keys), on ``store``
+    (default: a new in-memory one; pass an old node's store to restart it)."""
     genesis = Genesis(CHAIN, 1_700_000_000_000, tuple(validator_entry(f"v{j}", k) for j, k in enumerate(keys)),
                       (Param("checkpointInterval", checkpoint_interval),))
-    return Node(config=config or NodeConfig(), genesis=genesis, store=MemoryStore(), node_key=keys[i].node,
-                validator_key=keys[i].validator)
+    return Node(config=config or NodeConfig(), genesis=genesis, store=store if store is not None else MemoryStore(),
+                node_key=keys[i].node, validator_key=keys[i].validator)
+
+
+class FakeNet:
+    """Stands in for ``PeerNetwork`` in catch-up tests: records what the node sends (``outbox``, each
+    ``(peer, kind, body)`` also kept in ``sent``), whom it disconnects and how it penalizes."""
+
+    def __init__(self) -> None:
+        self.outbox: list[tuple[bytes, int, object]] = []
+        self.sent: list[tuple[bytes, int, object]] = []
+        self.disconnected: list[bytes] = []
+        self.penalized: list[tuple[bytes, float]] = []
+
+    def send(self, peer: bytes, payload: bytes, *, bulk: bool = False) -> bool:
+        kind, body = M.unpack(payload, 16 * 1024 * 1024)
+        self.outbox.append((bytes(peer), kind, body))
+        self.sent.append((bytes(peer), kind, body))
+        return True
+
+    def broadcast(self, payload: bytes, *, bulk: bool = False) -> int:
+        return 0
+
+    def connected(self) -> frozenset[bytes]:
+        return frozenset()
+
+    def disconnect(self, peer: bytes, reason: str) -> bool:
+        self.disconnected.append(bytes(peer))
+        return True
+
+    def penalize(self, peer: bytes, reason: str, points: float = 10.0) -> bool:
+        self.penalized.append((bytes(peer), points))
+        return True
+
+    def block_requests(self, peer: bytes) -> list[M.GetBlocks]:
+        """Every GET_BLOCKS sent to ``peer`` so far."""
+        return [body for to, kind, body in self.sent if to == peer and kind == M.GET_BLOCKS]  # type: ignore[misc]
 
 
 def certify(keys: list[NodeKeys], block: Block, signers: range = range(3)) -> CommitCertificate:
@@ -90,9 +128,20 @@ async def test_catch_up_refuses_bad_certified_blocks(tamper: str) -> None:
         header = dataclasses.replace(block.header, state_root=sha3(b"wrong"))
         block = Block(header, block.transactions)
         cert = certify(keys, block)  # even a quorum-signed block must execute to its roots
+    net = lagging.net = FakeNet()  # type: ignore[assignment]
+    lagging.on_message(b"bad-peer", M.pack(M.STATUS, leader.status()))
+    assert net.block_requests(b"bad-peer") == [M.GetBlocks(1, 2)]
     lagging._apply_blocks(b"bad-peer", M.Blocks((good[0], M.CertifiedBlock(block, cert))))
     assert lagging.chain.head.height == 1, "the good first block is kept, the bad one refused"
-    assert lagging.sync.banned_until.get(b"bad-peer", 0) > 0
+    assert b"bad-peer" in lagging.sync.bad_peers
+    assert net.disconnected == [b"bad-peer"]
+    assert net.penalized == [(b"bad-peer", -lagging.config.p2p.ban_threshold)], "enough to reach the p2p ban"
+    # however high it claims to be, and however long, it is never asked again by this process
+    for _ in range(3):
+        lagging.on_message(b"bad-peer", M.pack(M.STATUS, M.Status(10**6, leader.status().head_hash)))
+        lagging._sync_tick(trio.current_time() + 10**6)
+    assert net.block_requests(b"bad-peer") == [M.GetBlocks(1, 2)]
+    assert b"bad-peer" not in lagging.sync.peer_heights
 
 
 async def test_invalid_proposals_are_not_voted_for() -> None:

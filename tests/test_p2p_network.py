@@ -23,10 +23,10 @@ import trio.testing
 
 from crypto.keys import Address, KeyPair
 from crypto.signatures import ED25519, ML_DSA_44
-from p2p.framing import FrameDecoder, encode_frame
+from p2p.framing import HEADER_LEN, FrameDecoder, encode_frame
 from p2p.handshake import Handshake, Role
 from p2p.network import PeerNetwork, backoff_delay
-from p2p.session import SecureSession
+from p2p.session import TAG_LEN, SecureSession
 from tests.conftest import poll_until
 
 CHAIN = "qenex-test"
@@ -179,11 +179,17 @@ class RawPeer:
 
 
 async def raw_handshake(
-    port: int, key: KeyPair, allowed: dict[Address, tuple[int, bytes]], **handshake_args: Any
+    port: int,
+    key: KeyPair,
+    allowed: dict[Address, tuple[int, bytes]],
+    *,
+    chain_id: str = CHAIN,
+    genesis_hash: bytes = GENESIS,
+    **handshake_args: Any,
 ) -> RawPeer | None:
     """Dial ``port`` and handshake as initiator; the peer, or None if the node hung up on us."""
     stream = await trio.open_tcp_stream(HOST, port)
-    hs = Handshake(key, Role.INITIATOR, CHAIN, GENESIS, allowed, **handshake_args)
+    hs = Handshake(key, Role.INITIATOR, chain_id, genesis_hash, allowed, **handshake_args)
     decoder = FrameDecoder()
     with trio.fail_after(DEADLINE):
         for message in hs.start():
@@ -232,6 +238,27 @@ async def test_broadcast_reaches_every_peer_in_order() -> None:
             for i, sender in enumerate(nodes):
                 if sender is not receiver:  # per-sender order is kept
                     assert [p for s, p in got if s == sender.id] == [bytes([i, j]) for j in range(5)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_wire_bytes_are_counted_sealed_and_framed() -> None:
+    """``counters`` count what crosses the socket: per message its payload + 16-byte tag + 4-byte
+    length header, and the handshake too (so each side's sent total is the other's received total)."""
+    async with trio.open_nursery() as nursery:
+        low, high = await start_cluster(nursery, keys_ordered(2))
+        await wait_fully_connected([low, high])
+        assert low.net.counters.wire_bytes_sent > 0  # the handshake
+        sent_before, received_before = low.net.counters.wire_bytes_sent, high.net.counters.wire_bytes_received
+        messages = [b"", b"x", b"y" * 1000, b"z" * 70_000]
+        for m in messages:
+            assert low.net.send(high.id, m)
+        assert await receive(high, len(messages)) == [(low.id, m) for m in messages]
+        on_wire = sum(len(m) + TAG_LEN + HEADER_LEN for m in messages)
+        assert high.net.counters.wire_bytes_received - received_before == on_wire
+        await wait_until(lambda: low.net.counters.wire_bytes_sent - sent_before == on_wire, "the writer counted")
+        for a, b in ((low, high), (high, low)):
+            assert a.net.counters.wire_bytes_sent == b.net.counters.wire_bytes_received
+        assert low.net.counters.throttled_reads == high.net.counters.throttled_reads == 0  # far below the rate
         nursery.cancel_scope.cancel()
 
 

@@ -834,6 +834,35 @@ async def test_send_queue_is_bounded_in_bytes() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_full_bulk_lane_never_refuses_a_consensus_message() -> None:
+    """Gossip fills the bulk lane toward a peer that does not read; an urgent (consensus) send is still
+    taken, counted apart, and overtakes every queued gossip payload once the peer reads."""
+    slow, hub = keys_ordered(2)
+    allowed = allowlist(slow, hub)
+    big = 1 << 20
+    async with trio.open_nursery() as nursery:
+        server = await start_node(nursery, hub, allowed, {}, send_queue_size=1, bulk_queue_size=4)
+        conn = await raw_handshake(server.port, slow, allowed)  # reads nothing until told
+        assert conn is not None
+        await wait_until(lambda: server.net.connected() == {slow.address}, "connected")
+        gossip: list[bytes] = []
+        with trio.fail_after(DEADLINE):  # kernel buffers fill up, then the bulk lane (4 payloads)
+            while server.net.send(slow.address, (b"gossip %d " % len(gossip)).ljust(big, b"g"), bulk=True):
+                gossip.append((b"gossip %d " % len(gossip)).ljust(big, b"g"))
+                await trio.testing.wait_all_tasks_blocked()
+        assert len(gossip) > 4
+        counters = server.net.counters
+        assert (counters.refused_bulk, counters.refused_urgent) == (1, 0)
+        assert server.net.send(slow.address, b"vote")  # its own lane: taken although gossip is full
+        assert not server.net.send(slow.address, b"second vote")  # the urgent lane holds 1 at most
+        assert (counters.refused_bulk, counters.refused_urgent) == (1, 1)
+        with trio.fail_after(DEADLINE):
+            got = [await conn.receive() for _ in range(len(gossip) + 1)]
+        assert got == gossip[:-4] + [b"vote"] + gossip[-4:]  # written ahead of the 4 queued gossip payloads
+        await conn.stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
 def test_new_configuration_errors() -> None:
     (key,) = keys_ordered(1)
     inbound_send, _ = trio.open_memory_channel[Inbound](1)
@@ -850,6 +879,7 @@ def test_new_configuration_errors() -> None:
     for bad, match in [
         ({"max_frame_size": 2**32 - 16}, "max_frame_size"),
         ({"send_queue_bytes": 0}, "send_queue_bytes"),
+        ({"bulk_queue_size": 0}, "bulk_queue_size"),
         ({"max_inbound_connections": 0}, "max_inbound_connections"),
         ({"attempt_window": 0.0}, "attempt_window"),
         ({"inbound_bytes_per_second": 0.0}, "inbound_bytes_per_second"),

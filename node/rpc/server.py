@@ -431,13 +431,16 @@ class RPCApp:
     # --- helpers -----------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when connected to 2f peers (a quorum with us) and not behind any of them."""
+        """Ready when connected to 2f validators (a quorum with us: observers do not count, see
+        ``Node.validator_peers``) and not behind any peer. Detail: ``peers`` (all connected, observers
+        included), ``validatorPeers``, ``height``, ``bestPeerHeight``."""
         node = self.node
         peers = len(node.net.connected()) if node.net is not None else 0
+        validator_peers = node.validator_peers()
         best = max(node.sync.peer_heights.values(), default=0)
         height = node.chain.head.height
-        ready = node.started and peers >= 2 * node.replica.f and height >= best - 1
-        return ready, {"peers": peers, "height": height, "bestPeerHeight": best}
+        ready = node.started and validator_peers >= 2 * node.replica.f and height >= best - 1
+        return ready, {"peers": peers, "validatorPeers": validator_peers, "height": height, "bestPeerHeight": best}
 
     def _latest(self, selector: Any) -> int:
         """The state version (block height) a state query's ``block`` selector names, checked to be readable.
