@@ -38,6 +38,11 @@ def _h(height: int) -> bytes:
     return height.to_bytes(8, "big")
 
 
+RECENT_BLOCKS = 8
+"""Committed blocks kept in memory with their certificates (a full block of 500 ML-DSA-44 transfers is
+about 2 MB encoded)."""
+
+
 @dataclass(frozen=True)
 class Head:
     """The newest committed block: ``height``, ``block_hash``, ``state_root``, ``timestamp_ms``."""
@@ -77,6 +82,8 @@ class ChainStore:
         """
         self.kv = store
         self.genesis = genesis
+        self._recent: dict[int, tuple[Block, CommitCertificate]] = {}
+        """The newest committed blocks with their certificates, by height (at most ``RECENT_BLOCKS``)."""
         stored = store.get(b"m/genesis")
         if stored is None:
             if next(iter(store.iterate(b"")), None) is not None:
@@ -181,10 +188,21 @@ class ChainStore:
         self.kv.write(ops, sync=True)
         self.state.applied(root)
         self._head = new_head
+        recent = self._recent
+        recent[header.height] = (block, certificate)
+        if len(recent) > RECENT_BLOCKS:
+            del recent[min(recent)]
         return len(encoded)
 
     def block(self, height: int) -> Block | None:
-        """The committed block at ``height`` (1..head), or None."""
+        """The committed block at ``height`` (1..head), or None.
+
+        The newest ``RECENT_BLOCKS`` are served from memory (what wallets, explorers and catching-up
+        peers ask for most), older ones are read and decoded from the store.
+        """
+        hit = self._recent.get(height)
+        if hit is not None:
+            return hit[0]
         raw = self.kv.get(b"b/" + _h(height)) if height >= 1 else None
         return None if raw is None else Block.decode(raw)
 
@@ -194,7 +212,10 @@ class ChainStore:
         return None if raw is None else int.from_bytes(raw, "big")
 
     def certificate(self, height: int) -> CommitCertificate | None:
-        """The stored commit certificate of the block at ``height``, or None."""
+        """The stored commit certificate of the block at ``height``, or None (the newest from memory)."""
+        hit = self._recent.get(height)
+        if hit is not None:
+            return hit[1]
         raw = self.kv.get(b"c/" + _h(height)) if height >= 1 else None
         return None if raw is None else CommitCertificate.decode(raw)
 

@@ -312,6 +312,20 @@ def test_commit_and_read_back(kv: KeyValueStore) -> None:
     assert chain.tx_location(sha3(b"unknown")) is None and chain.receipt(sha3(b"unknown")) is None
 
 
+def test_the_newest_blocks_are_served_from_memory_and_older_ones_from_the_store(kv: KeyValueStore) -> None:
+    from state.chain import RECENT_BLOCKS
+
+    chain = ChainStore(kv, GENESIS)
+    committed = grow(chain, RECENT_BLOCKS + 3)
+    for height, (block, cert, _) in enumerate(committed, start=1):
+        recent = height > 3
+        assert (chain.block(height) is block) == recent and (chain.certificate(height) is cert) == recent
+        assert chain.block(height) == block == Block.decode(kv.get(b"b/" + height.to_bytes(8, "big")) or b"")
+        assert chain.certificate(height) == cert
+    reopened = ChainStore(kv, GENESIS)  # a restart reads everything from the store
+    assert all(reopened.block(h) == b for h, (b, _, _) in enumerate(committed, start=1))
+
+
 def test_empty_block_and_records(kv: KeyValueStore) -> None:
     chain = ChainStore(kv, GENESIS)
     block, cert, receipts = make_block(chain, {})
