@@ -9,8 +9,9 @@ Import from tests only (through ``contracts.testing`` it needs ``hypothesis``). 
 
 ``amm_workload(seed)`` runs a fixed pseudo-random sequence of token and AMM blocks (swaps along one
 or two hops, exact-output swaps, adding and removing liquidity, donations, ``sync`` and ``skim``,
-block times that jump, repeat and wrap nothing) and returns the state root after every block: two
-processes running it with the same seed must print the same roots whatever their hash seed.
+block times that jump, repeat and wrap nothing), with the protocol fee on unless told otherwise, and
+returns the state root after every block: two processes running it with the same seed must print the
+same roots whatever their hash seed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ AMM_GAS = 2_000_000
 """Gas limit of the helpers' transactions (a multi-hop swap with ML-DSA keys needs ~150,000)."""
 FAR_DEADLINE = 2**40
 """A deadline (seconds) no test block reaches."""
+WORKLOAD_FEE_TO = Address(b"\xfe" * 20)
+"""The protocol fee recipient of ``amm_workload`` (an address nobody holds a key of: it only receives)."""
 
 
 def send(chain: LocalChain, key: KeyPair, *calls: Call, gas_limit: int = AMM_GAS,
@@ -157,24 +160,29 @@ def _workload_tx(rng: random.Random, amm: Amm, keys: Sequence[KeyPair]) -> tuple
 
 
 def amm_workload(seed: int, *, accounts: int = 4, tokens: int = 3, blocks: int = 8,
-                 txs_per_block: int = 8) -> tuple[LocalChain, list[Hash32]]:
+                 txs_per_block: int = 8, protocol_fee: bool = True) -> tuple[LocalChain, list[Hash32]]:
     """Run a fixed pseudo-random AMM workload chosen by ``seed``; returns the chain and the root after each block.
 
     Keys are Ed25519 from seeded bytes and block times advance by 0 to 40 seconds, so the roots
     depend on ``seed`` only. Block 1 deploys the tokens, factory and router and funds every
-    account; block 2 seeds every pool; later blocks hold ``txs_per_block`` random operations, some
-    of which revert.
+    account; block 2 turns the protocol fee on (``setFeeTo(WORKLOAD_FEE_TO)`` by the factory's fee
+    setter, the first account; not with ``protocol_fee=False``, which uses the canonical factory)
+    and seeds every pool; later blocks hold ``txs_per_block`` random operations, some of which revert.
+    Raises ``AssertionError`` if the setup or seeding block reverts.
     """
     rng = random.Random(seed)
     keys = [KeyPair.from_private(ED25519.tag, rng.randbytes(32)) for _ in range(accounts)]
     chain = LocalChain()
-    amm = setup_amm(chain, keys[0], tokens=tokens, supply=10**27, holders=[k.address for k in keys[1:]])
+    amm = setup_amm(chain, keys[0], tokens=tokens, supply=10**27, holders=[k.address for k in keys[1:]],
+                    fee_to_setter=keys[0].address if protocol_fee else ZERO_ADDRESS)
     roots = [chain.state_root()]
-    seed_calls: list[Call] = []
+    seed_calls: list[Call] = [call(amm.factory, "setFeeTo", WORKLOAD_FEE_TO)] if protocol_fee else []
     for a in range(tokens):
         for b in range(a + 1, tokens):
             seed_calls += amm.add_liquidity_calls(keys[0].address, 10**24 * (a + 1), 10**24 * (b + 2), a, b)
-    send(chain, keys[0], *seed_calls, gas_limit=50_000_000)
+    receipt = send(chain, keys[0], *seed_calls, gas_limit=50_000_000)
+    if receipt.status != 1:
+        raise AssertionError(f"AMM workload seeding reverted: {receipt.revert_reason}")
     roots.append(chain.state_root())
     nonces = [chain.nonce(k.address) for k in keys]
     for _ in range(blocks):

@@ -8,6 +8,7 @@ its amount + 1 must revert.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,16 @@ from contracts.builtin import UINT256_MAX, Addr, BuiltinContract, Uint, method
 from contracts.exceptions import Revert
 from contracts.registry import default_vm
 from contracts.testing import LocalChain, outputs_under_hash_seeds, sign
-from contracts.testing_amm import FAR_DEADLINE, Amm, amm_workload, call, deploy_amm_calls, send, setup_amm
+from contracts.testing_amm import (
+    FAR_DEADLINE,
+    WORKLOAD_FEE_TO,
+    Amm,
+    amm_workload,
+    call,
+    deploy_amm_calls,
+    send,
+    setup_amm,
+)
 from contracts.vm import DEPLOYER, CallContext, code_key, create_address
 from crypto.keys import ZERO_ADDRESS, Address, KeyPair
 from crypto.signatures import ED25519
@@ -159,7 +169,30 @@ def test_mint_vector() -> None:
     before = dict(f.chain.state)
     reverted(f.send(call(f.pair, "transfer", f.pair, got + 1)), f"insufficient balance: {got} < {got + 1}")
     assert changed_keys(before, f.chain.state) == {b"\x01" + W}
-    ok(f.send(call(f.pair, "transfer", f.pair, got)))
+    ok(f.send(call(f.pair, "transfer", f.pair, got)))  # held by the pair, not burned: supply stays
+    # amount + 1 at the pool: a second deposit through the router, token1 as A (so the quote rounds
+    # down), B's minimum one above the optimal amount reverts; the optimal amount mints exactly
+    # min(amount0 * supply / reserve0, amount1 * supply / reserve1) (UniswapV2Router02._addLiquidity,
+    # UniswapV2Pair.mint).
+    desired_a, desired_b = 10**17 + 7, 10 * E18
+    optimal_b = desired_a * amount0 // amount1  # quote(amountADesired, reserveA, reserveB)
+    assert optimal_b * amount1 != desired_a * amount0  # the quote rounds here
+    liquidity = min(optimal_b * supply // amount0, desired_a * supply // amount1)
+
+    def second_deposit(min_b: int) -> Receipt:
+        return f.send(*f.amm.approve_router_calls(), call(f.amm.router, "addLiquidity", f.token1, f.token0, desired_a,
+                                                          desired_b, 0, min_b, W, FAR_DEADLINE))
+
+    before = dict(f.chain.state)
+    reverted(second_deposit(optimal_b + 1), "UniswapV2Router: INSUFFICIENT_B_AMOUNT")
+    assert changed_keys(before, f.chain.state) == {b"\x01" + W}  # only the nonce
+    receipt = ok(second_deposit(optimal_b))
+    assert receipt.output[-1] == (desired_a, optimal_b, liquidity)
+    assert receipt.events[-1] == Event(f.pair, "Mint", (f.amm.router,), (optimal_b, desired_a))
+    assert f.balance(f.pair, W) == liquidity and f.read(f.pair, "totalSupply") == supply + liquidity
+    assert f.reserves()[:2] == (amount0 + optimal_b, amount1 + desired_a)
+    assert f.balance(f.token0, W) == 10_000 * E18 - amount0 - optimal_b
+    assert f.balance(f.token1, W) == 10_000 * E18 - amount1 - desired_a
 
 
 def test_mint_to_the_zero_address_reverts() -> None:
@@ -200,6 +233,37 @@ def test_burn_vector() -> None:
     assert receipt.output == ((returned, returned),)
     assert f.balance(f.pair, W) == 0 and f.read(f.pair, "totalSupply") == supply
     assert (f.balance(f.token0, f.pair), f.balance(f.token1, f.pair)) == (res0, res1)
+    assert f.balance(f.token0, W) == 10_000 * E18 - res0 and f.balance(f.token1, W) == 10_000 * E18 - res1
+
+
+def test_burn_vector_through_the_router_plus_one_reverts() -> None:
+    # amount + 1 at the pool: the burn vector through the router's removeLiquidity with A's minimum
+    # one above what the pair pays (liquidity * balance / supply, rounded down: UniswapV2Pair.burn)
+    # reverts; with exactly that amount the router pays it.
+    m = re.fullmatch(r"deposit \((\d+)e18, (\d+)e18\), burn (\d+)e18 - (\d+) LP: returns (\d+)e18 - (\d+) of each "
+                     r"token; reserves \((\d+), (\d+)\); totalSupply (\d+)", VECTORS["burn"])
+    assert m is not None, VECTORS["burn"]
+    d0, d1, lp, lp_minus, ret, ret_minus, res0, res1, supply = (int(x) for x in m.groups())
+    amount0, amount1, burned, returned = d0 * E18, d1 * E18, lp * E18 - lp_minus, ret * E18 - ret_minus
+    minted = math.isqrt(amount0 * amount1)  # the supply after the first deposit
+    out0, out1 = burned * amount0 // minted, burned * amount1 // minted
+    assert (out0, out1) == (returned, returned) and (amount0 - out0, amount1 - out1) == (res0, res1)
+    f = v2_fixture()
+    f.add_liquidity(amount0, amount1)
+
+    def remove(min_a: int, min_b: int) -> Receipt:
+        return f.send(call(f.pair, "approve", f.amm.router, burned),
+                      call(f.amm.router, "removeLiquidity", f.token0, f.token1, burned, min_a, min_b, W, FAR_DEADLINE))
+
+    before = dict(f.chain.state)
+    reverted(remove(out0 + 1, out1), "UniswapV2Router: INSUFFICIENT_A_AMOUNT")
+    reverted(remove(out0, out1 + 1), "UniswapV2Router: INSUFFICIENT_B_AMOUNT")
+    assert changed_keys(before, f.chain.state) == {b"\x01" + W}  # only the nonce
+    receipt = ok(remove(out0, out1))
+    assert receipt.output[-1] == (out0, out1)
+    assert receipt.events[-1] == Event(f.pair, "Burn", (f.amm.router, W), (out0, out1))
+    assert f.balance(f.pair, W) == 0 and f.read(f.pair, "totalSupply") == supply
+    assert f.reserves()[:2] == (res0, res1)
     assert f.balance(f.token0, W) == 10_000 * E18 - res0 and f.balance(f.token1, W) == 10_000 * E18 - res1
 
 
@@ -772,3 +836,7 @@ def test_the_same_amm_blocks_give_the_same_roots_under_any_hash_seed() -> None:
     assert statuses.count(STATUS_SUCCESS) > 20 and STATUS_REVERTED in statuses
     names = {e.name for r in chain.receipts for e in r.events}
     assert {"Swap", "Mint", "Burn", "Sync"} <= names
+    # the protocol fee is on: some liquidity events minted the fee's LP shares (_mintFee with kLast)
+    fee_mints = [e for r in chain.receipts for e in r.events
+                 if e.name == "Transfer" and e.topics == (ZERO_ADDRESS, WORKLOAD_FEE_TO)]
+    assert fee_mints and all(e.data[0] > 0 for e in fee_mints)

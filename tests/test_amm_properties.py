@@ -1,17 +1,23 @@
 """AMM invariants under random operation sequences (hypothesis).
 
 * k never decreases across swaps, and more generally sqrt(k) per LP share never decreases (mint and
-  burn round in the pool's favour): ``k' * s**2 >= k * s'**2`` after every operation;
+  burn round in the pool's favour): ``k' * s**2 >= k * s'**2`` after every operation, where with the
+  protocol fee on ``s`` counts the fee's LP shares, minted before a mint or burn (``_mintFee``), and
+  those shares are exactly 1/6 of the growth of sqrt(k) since ``kLast`` (whitepaper §2.4);
 * a user who adds, swaps, donates and removes in any order never ends with more value than they
   started with, valued at the pool's price before their first operation (the pool's value per share
   at that price can only grow, and the user's tokens are what the pool lost);
 * dust amounts and tiny reserves only ever succeed or revert with one of V2's own reasons;
 * the balances of every token, LP shares included, always sum to its total supply;
 * the router's quote is exactly the largest output the pair accepts (one more reverts ``K``).
+
+The first two properties are checked with the protocol fee off (the canonical factory) and on (a
+factory whose fee setter turned it on, its recipient among the holders).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from hypothesis import HealthCheck, example, given, settings
@@ -21,7 +27,7 @@ from contracts import amm as A
 from contracts.builtin import UINT256_MAX
 from contracts.testing import LocalChain
 from contracts.testing_amm import FAR_DEADLINE, Amm, call, send, setup_amm
-from crypto.keys import ZERO_ADDRESS, KeyPair
+from crypto.keys import ZERO_ADDRESS, Address, KeyPair
 from crypto.signatures import ED25519
 from state.types import STATUS_SUCCESS, Call, Receipt
 
@@ -29,19 +35,29 @@ OWNER, ALICE, BOB = (KeyPair.from_private(ED25519.tag, bytes([i]) * 32) for i in
 USERS = (ALICE, BOB)
 FUNDS = 2**118
 """What every user holds of every token (above uint112: the pool's OVERFLOW guard is reachable)."""
+FEE_TO = Address(b"\xfe" * 20)
+"""The protocol fee recipient of the fee-on world (it only receives)."""
 
-_BASE: dict[str, tuple[LocalChain, Amm]] = {}
+_BASE: dict[bool, tuple[LocalChain, Amm]] = {}
 
 
-def _base() -> tuple[LocalChain, Amm]:
-    """Three tokens, canonical factory and router, both users funded and approved; no pools yet."""
-    if "amm" not in _BASE:
+def _base(fee_on: bool) -> tuple[LocalChain, Amm]:
+    """Three tokens, a factory and its router, both users funded and approved; no pools yet.
+
+    Fee off: the canonical factory (no fee setter). Fee on: a factory with OWNER as fee setter,
+    who has set the protocol fee recipient to ``FEE_TO``.
+    """
+    if fee_on not in _BASE:
         chain = LocalChain()
-        amm = setup_amm(chain, OWNER, tokens=3, supply=FUNDS, holders=[u.address for u in USERS])
+        amm = setup_amm(chain, OWNER, tokens=3, supply=FUNDS, holders=[u.address for u in USERS],
+                        fee_to_setter=OWNER.address if fee_on else ZERO_ADDRESS)
+        if fee_on:
+            assert send(chain, OWNER, call(amm.factory, "setFeeTo", FEE_TO)).status == STATUS_SUCCESS
+        assert chain.read(amm.factory, "feeTo") == (FEE_TO if fee_on else ZERO_ADDRESS)
         for user in USERS:
             assert send(chain, user, *amm.approve_router_calls()).status == STATUS_SUCCESS
-        _BASE["amm"] = (chain, amm)
-    return _BASE["amm"]
+        _BASE[fee_on] = (chain, amm)
+    return _BASE[fee_on]
 
 
 def fork(base: LocalChain) -> LocalChain:
@@ -51,12 +67,13 @@ def fork(base: LocalChain) -> LocalChain:
     return chain
 
 
-def world(reserves: Sequence[tuple[int, int]], *, users_provide: bool = False) -> tuple[LocalChain, Amm]:
-    """A fork of the base with pools 0-1 and 1-2 seeded by OWNER with ``reserves``.
+def world(reserves: Sequence[tuple[int, int]], *, users_provide: bool = False,
+          fee_on: bool = False) -> tuple[LocalChain, Amm]:
+    """A fork of the base (protocol fee on or off) with pools 0-1 and 1-2 seeded by OWNER with ``reserves``.
 
     With ``users_provide`` both users then add about as much again (so they hold LP shares to remove).
     """
-    base, amm = _base()
+    base, amm = _base(fee_on)
     chain = fork(base)
     calls: list[Call] = []
     pools = list(zip(((0, 1), (1, 2)), reserves, strict=False))
@@ -76,8 +93,25 @@ def pool_state(chain: LocalChain, pair: bytes) -> tuple[int, int, int, int, int]
     return r0, r1, supply, chain.read(token0, "balanceOf", pair), chain.read(token1, "balanceOf", pair)
 
 
+def snapshot(chain: LocalChain, pair: bytes) -> tuple[int, int, int, int, int, int, int]:
+    """(reserve0, reserve1, totalSupply, balance0, balance1, FEE_TO's LP shares, kLast)."""
+    _, token0, token1, r0, r1, _, supply, _, _, k_last = chain.read(pair, "info")
+    return (r0, r1, supply, chain.read(token0, "balanceOf", pair), chain.read(token1, "balanceOf", pair),
+            chain.read(pair, "balanceOf", FEE_TO), k_last)
+
+
+def protocol_fee(reserve0: int, reserve1: int, supply: int, k_last: int) -> int:
+    """LP shares ``_mintFee`` mints to the fee recipient: supply * (sqrt(k) - sqrt(kLast)) /
+    (5 * sqrt(k) + sqrt(kLast)), square roots and quotient rounded down (whitepaper §2.4, eq. 7)."""
+    root_k, root_k_last = math.isqrt(reserve0 * reserve1), math.isqrt(k_last)
+    if k_last == 0 or root_k <= root_k_last:
+        return 0
+    return supply * (root_k - root_k_last) // (5 * root_k + root_k_last)
+
+
 def holders(amm: Amm) -> list[bytes]:
-    return [OWNER.address, *(u.address for u in USERS), amm.pair(0, 1), amm.pair(1, 2), ZERO_ADDRESS, amm.router]
+    return [OWNER.address, *(u.address for u in USERS), amm.pair(0, 1), amm.pair(1, 2), ZERO_ADDRESS, amm.router,
+            FEE_TO]
 
 
 def check_sums(chain: LocalChain, amm: Amm) -> None:
@@ -90,15 +124,25 @@ def check_sums(chain: LocalChain, amm: Amm) -> None:
         assert total == chain.read(token, "totalSupply"), token.hex()
 
 
-def check_pools(chain: LocalChain, amm: Amm, before: dict[bytes, tuple[int, int, int, int, int]]) -> None:
-    """sqrt(k) per share never decreases; reserves never exceed balances; the locked shares stay."""
+Snapshots = dict[bytes, tuple[int, int, int, int, int, int, int]]
+
+
+def check_pools(chain: LocalChain, amm: Amm, before: Snapshots, receipt: Receipt, fee_on: bool) -> None:
+    """After ``receipt``'s operation: sqrt(k) per share never decreases (the protocol fee's shares
+    aside, which are exactly ``protocol_fee`` of the state before, minted by a mint or burn with the
+    fee on, and by nothing else); ``kLast`` is set by those and only those with the fee on, is 0 with
+    it off; reserves never exceed balances; the locked shares stay."""
     for pair in (amm.pair(0, 1), amm.pair(1, 2)):
-        r0, r1, s, b0, b1 = pool_state(chain, pair)
+        r0, r1, s, b0, b1, fee_shares, k_last = now = snapshot(chain, pair)
         assert r0 <= b0 and r1 <= b1 and r0 <= A.UINT112_MAX and r1 <= A.UINT112_MAX
         assert s >= A.MINIMUM_LIQUIDITY and chain.read(pair, "balanceOf", ZERO_ADDRESS) == A.MINIMUM_LIQUIDITY
-        p0, p1, ps, _, _ = before[pair]
-        assert r0 * r1 * ps * ps >= p0 * p1 * s * s, "sqrt(k) per share decreased"
-        before[pair] = (r0, r1, s, b0, b1)
+        p0, p1, ps, _, _, p_fee_shares, p_k_last = before[pair]
+        liquidity_event = any(e.contract == pair and e.name in ("Mint", "Burn") for e in receipt.events)
+        minted_fee = fee_shares - p_fee_shares
+        assert minted_fee == (protocol_fee(p0, p1, ps, p_k_last) if fee_on and liquidity_event else 0)
+        assert r0 * r1 * (ps + minted_fee) ** 2 >= p0 * p1 * s * s, "sqrt(k) per share decreased"
+        assert k_last == ((r0 * r1 if fee_on else 0) if liquidity_event else p_k_last)
+        before[pair] = now
 
 
 Op = tuple[str, int, int, int, int]
@@ -170,24 +214,44 @@ def _run(chain: LocalChain, amm: Amm, op: Op, *, timestamp_step: int = 1) -> Rec
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reserves=st.lists(st.tuples(reserve, reserve), min_size=2, max_size=2),
-       sequence=st.lists(ops, min_size=1, max_size=12))
-@example(reserves=[(1001, 1001), (1001, 10**30)], sequence=[("swapOut", 0, 0, 1000, 0), ("direct", 1, 1, 3, 0)])
-@example(reserves=[(10**6 + 7, 3 * 10**5 + 1), (1001, 1001)], sequence=[("remove", 0, 0, 0, 5), ("remove", 1, 0, 0, 0)])
-def test_invariants_hold_under_any_sequence(reserves: list[tuple[int, int]], sequence: list[Op]) -> None:
-    chain, amm = world(reserves, users_provide=True)
-    before = {p: pool_state(chain, p) for p in (amm.pair(0, 1), amm.pair(1, 2))}
+       sequence=st.lists(ops, min_size=1, max_size=12), fee_on=st.booleans())
+@example(reserves=[(1001, 1001), (1001, 10**30)], sequence=[("swapOut", 0, 0, 1000, 0), ("direct", 1, 1, 3, 0)],
+         fee_on=False)
+@example(reserves=[(10**6 + 7, 3 * 10**5 + 1), (1001, 1001)], sequence=[("remove", 0, 0, 0, 5), ("remove", 1, 0, 0, 0)],
+         fee_on=False)
+@example(reserves=[(10**21, 3 * 10**21), (10**21, 10**21)],  # the fee's shares are minted by the add and the remove
+         sequence=[("swapIn", 0, 0, 10**20, 0), ("add", 1, 0, 10**19, 10**19), ("hop", 1, 1, 10**20, 0),
+                   ("remove", 0, 3, 0, 5)], fee_on=True)
+def test_invariants_hold_under_any_sequence(reserves: list[tuple[int, int]], sequence: list[Op], fee_on: bool) -> None:
+    chain, amm = world(reserves, users_provide=True, fee_on=fee_on)
+    before = {p: snapshot(chain, p) for p in (amm.pair(0, 1), amm.pair(1, 2))}
     check_sums(chain, amm)
     for op in sequence:
-        _run(chain, amm, op)
-        check_pools(chain, amm, before)
+        receipt = _run(chain, amm, op)
+        check_pools(chain, amm, before, receipt, fee_on)
         check_sums(chain, amm)
+
+
+def test_the_fee_on_world_mints_the_protocol_fee() -> None:
+    # the fee-on variant is not vacuous: a swap then a remove mints the fee's shares to FEE_TO
+    chain, amm = world([(10**21, 10**21), (10**21, 10**21)], users_provide=True, fee_on=True)
+    pairs = (amm.pair(0, 1), amm.pair(1, 2))
+    before = {p: snapshot(chain, p) for p in pairs}
+    assert all(s[6] == s[0] * s[1] for s in before.values())  # kLast set by the seeding deposits
+    for op in [("swapIn", 0, 0, 10**20, 0), ("remove", 1, 0, 0, 5), ("remove", 1, 1, 0, 0)]:
+        receipt = _run(chain, amm, op)
+        assert receipt.status == STATUS_SUCCESS, receipt.revert_reason
+        check_pools(chain, amm, before, receipt, fee_on=True)
+    assert chain.read(pairs[0], "balanceOf", FEE_TO) > 0  # pool 0-1 swapped: fee shares
+    assert chain.read(pairs[1], "balanceOf", FEE_TO) == 0  # pool 1-2 did not grow: none
+    check_sums(chain, amm)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(x=reserve, y=reserve, sequence=st.lists(ops.filter(lambda o: o[2] % 2 == 0 and o[0] != "hop"), min_size=1,
-                                               max_size=10))
-def test_no_round_trip_leaves_a_user_with_more_value(x: int, y: int, sequence: list[Op]) -> None:
-    chain, amm = world([(x, y)])
+                                               max_size=10), fee_on=st.booleans())
+def test_no_round_trip_leaves_a_user_with_more_value(x: int, y: int, sequence: list[Op], fee_on: bool) -> None:
+    chain, amm = world([(x, y)], fee_on=fee_on)
     pair = amm.pair(0, 1)
     token0, token1 = chain.read(pair, "token0"), chain.read(pair, "token1")
     r0, r1, _, _, _ = pool_state(chain, pair)

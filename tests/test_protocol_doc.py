@@ -25,11 +25,14 @@ from pqcrypto.sign import ml_dsa_44 as pq_ml_dsa_44
 
 from consensus.messages import COMMIT, vote_signing_bytes
 from contracts import gas as G
+from contracts import vm as V
+from contracts.exceptions import Revert
 from contracts.registry import default_vm
+from contracts.testing import LocalChain, sign
 from contracts.vm import DEPLOYER, BlockEnv, Overlay, contract_address
 from crypto.hashing import Hash32, sha3
-from crypto.keys import Address, address_of
-from crypto.signatures import Context, scheme_by_tag
+from crypto.keys import Address, KeyPair, address_of
+from crypto.signatures import ED25519, Context, scheme_by_tag
 from node.rpc import jsonfmt
 from node.rpc.client import deploy_token_call, transfer_call
 from state import proof as state_proof
@@ -201,6 +204,64 @@ def test_gas_table() -> None:
     assert {code(r[0]) for r in rows} >= {"TX_BASE", "TX_BYTE", "CALL", "DEPLOY", "SLOAD", "SSTORE", "LOG",
                                            "LOG_BYTE", "MAX_TX_GAS", "DEFAULT_BLOCK_GAS_LIMIT"}
     assert G.intrinsic_gas(1000) == G.TX_BASE + G.TX_BYTE * 1000
+
+
+# --- section 7: state keys and the deployer's upload ------------------------------------------------
+
+
+def test_state_key_prefixes() -> None:
+    rows = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
+            for row in block("state-keys")[2:]]
+    documented = []
+    for key, _value in rows:
+        m = re.fullmatch(r"0x([0-9a-f]{2}) \|\| (.+)", code(key))
+        assert m, key
+        documented.append((bytes.fromhex(m.group(1)), m.group(2)))
+    assert documented == [(V.NONCE_PREFIX, "address"), (V.CODE_PREFIX, "address"),
+                          (V.STORAGE_PREFIX, "address || slot"), (V.UPLOADED_CODE_PREFIX, "code id (UTF-8)")]
+    assert [p for p, _ in documented] == [b"\x01", b"\x02", b"\x03", b"\x04"]
+    address, slot = Address(bytes(range(20))), b"slot"
+    assert V.nonce_key(address) == b"\x01" + address and V.code_key(address) == b"\x02" + address
+    assert V.storage_key(address, slot) == b"\x03" + address + slot
+    assert V.uploaded_code_key("wasm/é") == b"\x04" + "wasm/é".encode()
+    for meaning in ("`feeTo` → address", "`p + token0 + token1` → pair", "`cfg` → `[factory, token0, token1]`",
+                    "`kLast` → int", "**router** (`amm-router/v1`): `factory` → address"):
+        assert meaning in prose(), meaning
+    sources = (REPO / "contracts" / "token.py").read_text() + (REPO / "contracts" / "amm.py").read_text()
+    for slot in ("meta", "supply", "minter", "feeTo", "feeToSetter", "cfg", "res", "cum", "kLast", "factory"):
+        assert f"`{slot}` →" in prose() and f'b"{slot}"' in sources, slot
+    for reason in ("mint to the zero address", "transfer to the zero address", "burn from the zero address"):
+        assert f"`{reason}`" in prose() and f'"{reason}"' in sources, reason
+
+
+def test_upload_is_as_documented() -> None:
+    text = prose()
+    assert f"`MAX_CODE_SIZE` = {V.MAX_CODE_SIZE:,} bytes" in text
+    assert f"`code must be 1..{V.MAX_CODE_SIZE} bytes, got N`" in text
+    assert f"`SLOAD + SSTORE × ceil(len(code) / 32)` ({G.SLOAD} + {G.SSTORE} per 32-byte word)" in text
+    assert "upload(kind: str, code: bytes)" in V.DEPLOYER_USAGE
+    chain = LocalChain(vm=default_vm())
+    key = KeyPair.generate(ED25519)
+
+    def upload(code_bytes: bytes) -> tuple[T.Receipt, int]:
+        """The reverted receipt of an upload transaction and that transaction's intrinsic gas."""
+        tx = sign(key, chain.chain_id, chain.nonce(key.address), [Call(DEPLOYER, "upload", ("wasm", code_bytes))],
+                  1_000_000)
+        (receipt,) = chain.execute([tx])
+        assert receipt.status == T.STATUS_REVERTED
+        return receipt, G.intrinsic_gas(len(tx.signing_bytes))
+
+    # the built-in engine takes no code: charged the documented gas, then reverts
+    receipt, intrinsic = upload(bytes(100))
+    assert receipt.revert_reason == "no engine takes code of kind 'wasm'"
+    assert receipt.gas_used == intrinsic + G.CALL + G.SLOAD + G.SSTORE * 4  # ceil(100 / 32) words
+    receipt, intrinsic = upload(bytes(V.MAX_CODE_SIZE + 1))
+    assert receipt.revert_reason == f"code must be 1..{V.MAX_CODE_SIZE} bytes, got {V.MAX_CODE_SIZE + 1}"
+    assert receipt.gas_used == intrinsic + G.CALL  # the size is checked before the charge
+    too_big = bytes(V.MAX_CODE_SIZE + 1)
+    assert not any(k.startswith(V.UPLOADED_CODE_PREFIX) for k in chain.state)
+    with pytest.raises(Revert, match="upload in a read-only call"):
+        chain.read(DEPLOYER, "upload", "wasm", too_big)  # checked before the size
 
 
 # --- struct layouts ---------------------------------------------------------------------------------

@@ -281,14 +281,47 @@ def test_isqrt_is_v2_math_sqrt(y: int) -> None:
 
 # --- determinism by construction: what the contract sources may use ------------------------------------
 
-NONDETERMINISTIC_MODULES = frozenset({"random", "time", "datetime", "decimal", "fractions", "secrets", "os", "uuid"})
-"""Modules whose use in the VM would bring floats, Decimal, a clock, randomness or the environment."""
+NONDETERMINISTIC_MODULES = frozenset({"random", "time", "datetime", "decimal", "fractions", "secrets", "os", "uuid",
+                                      "sys", "threading", "asyncio", "socket"})
+"""Modules whose use in the VM would bring floats, Decimal, a clock, randomness, threads, I/O or the environment."""
+NONDETERMINISTIC_CALLS = frozenset({"hash", "id", "open", "print", "input"})
+"""Builtins whose result depends on the process (``PYTHONHASHSEED``, memory layout) or that do I/O."""
+CACHE_DECORATORS = frozenset({"lru_cache", "cache"})
+"""``functools`` memoizers: state kept across calls, outside the journal and the gas meter."""
+SET_TYPES = frozenset({"set", "frozenset"})
 TEST_HELPERS = frozenset({"testing.py", "testing_amm.py"})
 """Modules of ``contracts`` for tests only (seeded workloads, subprocesses); the VM never imports them."""
+REVIEWED_CACHES = {
+    ("amm.py", "_pair_address"): "a pure function of its arguments (SHA3 of them); its callers charge HASH",
+}
+"""Cached functions a reviewer has checked: (file, function) -> why the cache can not change a result."""
+
+
+def _cache_decorator(decorator: ast.expr) -> str | None:
+    """``lru_cache``/``cache`` if ``decorator`` is one, bare or as ``functools.X``, called or not."""
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "functools":
+        name = target.attr
+    elif isinstance(target, ast.Name):
+        name = target.id
+    else:
+        return None
+    return name if name in CACHE_DECORATORS else None
+
+
+def _over_a_set(iterable: ast.expr) -> bool:
+    """Whether a ``for`` iterates directly over a set: a literal, a comprehension, ``set(...)``/``frozenset(...)``."""
+    return isinstance(iterable, ast.Set | ast.SetComp) or (
+        isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name) and iterable.func.id in SET_TYPES)
 
 
 def nondeterminism(source: str, filename: str = "<source>") -> list[str]:
-    """What ``source`` does that a contract must not: banned imports, float literals, true division, float()."""
+    """What ``source`` does that a contract must not, as ``file:line what`` strings.
+
+    Banned imports (``NONDETERMINISTIC_MODULES``, the test helpers), float literals, true division,
+    float()/complex, calls of ``NONDETERMINISTIC_CALLS``, ``for`` (statement or comprehension)
+    directly over a set, and ``functools`` cache decorators except on ``REVIEWED_CACHES``.
+    """
     found = []
     for node in ast.walk(ast.parse(source, filename)):
         names: list[str] = []
@@ -304,14 +337,64 @@ def nondeterminism(source: str, filename: str = "<source>") -> list[str]:
             found.append(f"{filename}:{node.lineno} true division")
         if isinstance(node, ast.Name) and node.id in ("float", "complex"):
             found.append(f"{filename}:{node.lineno} uses {node.id}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in NONDETERMINISTIC_CALLS:
+            found.append(f"{filename}:{node.lineno} calls {node.func.id}()")
+        if isinstance(node, ast.For | ast.AsyncFor) and _over_a_set(node.iter):
+            found.append(f"{filename}:{node.lineno} iterates over a set")
+        if isinstance(node, ast.comprehension) and _over_a_set(node.iter):
+            found.append(f"{filename}:{node.iter.lineno} iterates over a set")
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in node.decorator_list:
+                cache = _cache_decorator(decorator)
+                if cache is not None and (filename, node.name) not in REVIEWED_CACHES:
+                    found.append(f"{filename}:{decorator.lineno} caches {node.name} with {cache}")
     return found
 
 
-def test_the_scan_finds_what_it_looks_for() -> None:
-    bad = ("import os.path\nfrom time import time\nfrom decimal import Decimal\nimport uuid, json\n"
-           "x = 1.5\ny = 3 / 2\ny /= 2\nz = float(3)\nfrom contracts.testing import LocalChain\n")
-    assert len(nondeterminism(bad)) == 9
-    assert nondeterminism("import math\nfrom contracts.vm import VM\nx = 7 // 2\ny = 1_000\ns = 'a/b 1.5'\n") == []
+SCAN_CASES = [
+    ("import os.path", "imports os.path"),
+    ("from time import time", "imports time"),
+    ("from decimal import Decimal", "imports decimal"),
+    ("import uuid, json", "imports uuid"),
+    ("import sys", "imports sys"),
+    ("from threading import Lock", "imports threading"),
+    ("import asyncio", "imports asyncio"),
+    ("import socket", "imports socket"),
+    ("from contracts.testing import LocalChain", "imports contracts.testing"),
+    ("x = 1.5", "float literal 1.5"),
+    ("y = 3 / 2", "true division"),
+    ("y /= 2", "true division"),
+    ("z = float(3)", "uses float"),
+    ("h = hash(b'k')", "calls hash()"),
+    ("i = id(object())", "calls id()"),
+    ("f = open('x')", "calls open()"),
+    ("print(1)", "calls print()"),
+    ("s = input()", "calls input()"),
+    ("for k in {1, 2}:\n    pass", "iterates over a set"),
+    ("for k in set(keys):\n    pass", "iterates over a set"),
+    ("for k in frozenset(keys):\n    pass", "iterates over a set"),
+    ("for k in {k for k in keys}:\n    pass", "iterates over a set"),
+    ("out = [k for k in set(keys)]", "iterates over a set"),
+    ("@functools.lru_cache(maxsize=8)\ndef f(x):\n    return x", "caches f with lru_cache"),
+    ("@functools.cache\ndef f(x):\n    return x", "caches f with cache"),
+    ("@lru_cache\ndef f(x):\n    return x", "caches f with lru_cache"),
+    ("@cache\ndef f(x):\n    return x", "caches f with cache"),
+]
+
+
+@pytest.mark.parametrize(("snippet", "what"), SCAN_CASES)
+def test_the_scan_finds_what_it_looks_for(snippet: str, what: str) -> None:
+    assert nondeterminism(snippet) == [f"<source>:1 {what}"]
+
+
+def test_the_scan_passes_what_is_allowed() -> None:
+    fine = ("import math\nimport functools\nfrom contracts.vm import VM\nx = 7 // 2\ny = 1_000\ns = 'a/b 1.5'\n"
+            "for k in sorted({1, 2}):\n    pass\nout = [k for k in sorted(set(keys))]\nn = len({1, 2})\n"
+            "@functools.wraps(g)\ndef f(x):\n    return x\nh = ctx.hash(b'k')\n")
+    assert nondeterminism(fine) == []
+    cached = "@functools.lru_cache(maxsize=4096)\ndef _pair_address(a):\n    return a\n"
+    assert nondeterminism(cached, "amm.py") == []  # reviewed (REVIEWED_CACHES) ...
+    assert nondeterminism(cached, "token.py") == ["token.py:1 caches _pair_address with lru_cache"]  # ... only there
 
 
 def test_contract_sources_use_nothing_nondeterministic() -> None:
@@ -320,6 +403,8 @@ def test_contract_sources_use_nothing_nondeterministic() -> None:
     assert {"abc.py", "vm.py", "builtin.py", "token.py", "amm.py", "gas.py"} <= {p.name for p in sources}
     found = [hit for p in sources for hit in nondeterminism(p.read_text(), p.name)]
     assert found == []
+    for (name, function), _why in REVIEWED_CACHES.items():  # an exemption whose function is gone must go too
+        assert f"def {function}(" in (root / name).read_text(), (name, function)
 
 
 # --- the benchmark -----------------------------------------------------------------------------------------
