@@ -23,12 +23,22 @@ delays, duplicates and reorders):
   committed blocks and the records of ``PersistVote`` / ``PersistPrepared``);
 * byzantine replicas: an equivocating primary (two blocks for one sequence number, one to each half),
   double voting (conflicting PREPAREs, COMMITs and CHECKPOINTs), bad signatures, replayed old
-  messages, garbage bytes (flipped, truncated or random frames, refused by the decoder), and twins
-  (two instances holding one key, Bano et al., "Twins: BFT Systems Made Robust", OPODIS 2021).
+  messages, garbage bytes (flipped, truncated or random frames, refused by the decoder), a primary
+  proposing blocks with a wrong state root, and twins (two instances holding one key, Bano et al.,
+  "Twins: BFT Systems Made Robust", OPODIS 2021).
 
-Checks: safety (no two honest replicas commit different blocks at one height; a block's hash
-commits to its state root through the header, so this is agreement of state roots too), and
-liveness (once the faults stop, every honest replica commits new blocks within a bounded number of
+Replicas hold a tiny deterministic state: a block's payload digest is its header's ``tx_root`` and
+the state root after it is ``next_state_root(root before, payload)``. The proposer puts the root it
+computed in the header; a backup re-computes it on ``ValidateBlock`` (and a catching-up replica on
+every fetched block) and refuses a block whose header root is not its own.
+
+Checks: safety (no two honest replicas commit different blocks at one height; the state roots each
+honest replica computed itself agree at every committed height and equal the committed headers'),
+no double signing (an honest instance never signs two different PRE-PREPAREs, PREPAREs, COMMITs,
+VIEW-CHANGEs, NEW-VIEWs or CHECKPOINTs for one view and sequence number, even across a restart:
+§4.2's "a replica never sends conflicting messages" and the node's persisted vote records), every
+equivocation evidence recorded by an honest replica names a faulty validator, and liveness (once
+the faults stop, every honest replica commits new blocks within a bounded number of
 rounds). ``run_scenario`` runs one explicit ``Schedule`` (Hypothesis draws them in the tests);
 ``random_schedule`` makes one from a seed (the ``qenex-devnet simulate`` soak).
 """
@@ -45,7 +55,10 @@ from consensus.exceptions import InvalidMessage
 from consensus.messages import (
     CHECKPOINT,
     COMMIT,
+    KIND_NAMES,
+    NEW_VIEW,
     PRE_PREPARE,
+    VIEW_CHANGE,
     Checkpoint,
     NewView,
     PrePrepare,
@@ -80,7 +93,7 @@ from state.types import Block, BlockHeader, CommitCertificate
 
 CHAIN = "sim"
 Message = PrePrepare | Vote | ViewChange | NewView | Checkpoint
-BEHAVIOURS: Final = ("equivocate", "double-vote", "bad-signature", "replay", "garbage")
+BEHAVIOURS: Final = ("equivocate", "double-vote", "bad-signature", "replay", "garbage", "wrong-root")
 FAULT_KINDS: Final = ("none", "drop", "delay", "duplicate", "reorder", "calm", "isolate-primary", "split",
                       "swizzle", "unclog", "heal", "hold-cut", "crash", "restart", "timeout")
 """The kinds of ``Fault``; see its docstring for what each does with its argument."""
@@ -94,17 +107,33 @@ MAX_HELD: Final = 20_000
 
 
 class SafetyViolation(AssertionError):
-    """Raised when two honest replicas committed different blocks at one height (a fork)."""
+    """Raised when two honest replicas committed different blocks or computed different state roots
+    at one height (a fork), or an honest replica signed two conflicting messages or accused an
+    honest validator of equivocation."""
 
 
 class LivenessFailure(AssertionError):
     """Raised when honest replicas make no progress within the bound after the faults stopped."""
 
 
-def make_block(height: int, prev: bytes, view: int = 0, proposer: int = 0, salt: int = 0) -> Block:
-    """A small block (no transactions) whose roots depend on ``salt``, so proposals differ."""
-    root = sha3(salt.to_bytes(8, "big"))
-    header = BlockHeader(CHAIN, height, view, Hash32(prev), 1000 + height + salt, proposer, root, root, root, 0)
+GENESIS_ROOT: Final = sha3(b"QENEX/sim/genesis-state")
+"""The simulated state root at height 0."""
+
+
+def next_state_root(parent_root: bytes, payload: bytes) -> Hash32:
+    """The simulated state transition: the 32-byte state root after a block with payload digest
+    ``payload`` (its header's ``tx_root``) executed on state ``parent_root``: SHA3-256(parent || payload)."""
+    return sha3(parent_root + payload)
+
+
+def make_block(height: int, prev: bytes, view: int = 0, proposer: int = 0, salt: int = 0,
+               parent_root: bytes = GENESIS_ROOT, state_root: bytes | None = None) -> Block:
+    """A small block (no transactions) with payload digest ``tx_root`` = SHA3-256(``salt``), so
+    proposals differ, and the state root of executing it on ``parent_root`` (the root at
+    ``height - 1``), or ``state_root`` if given (a wrong one, for the tests of refused blocks)."""
+    payload = sha3(salt.to_bytes(8, "big"))
+    root = next_state_root(parent_root, payload) if state_root is None else Hash32(state_root)
+    header = BlockHeader(CHAIN, height, view, Hash32(prev), 1000 + height + salt, proposer, payload, root, payload, 0)
     return Block(header, ())
 
 
@@ -172,6 +201,16 @@ class Sim:
     """Per instance: virtual ms of its last progress (the timer runs from there)."""
     timeouts_fired: int = 0
     max_expiries: int = 0
+    blocks: dict[Hash32, Block] = field(default_factory=dict)
+    """Every block proposed, validated or committed, by hash: the store catch-up fetches from."""
+    state_roots: list[dict[int, Hash32]] = field(default_factory=list)
+    """Per instance: the state root it computed itself after each height it committed."""
+    signed: dict[tuple[int, int, int, int], object] = field(default_factory=dict)
+    """What honest validators signed, keyed (validator, kind, view, seq) (see ``_check_signed_once``)."""
+    wrong_roots: int = 0
+    """Proposals a replica refused because their header's state root is not the one it computed."""
+    wrong_root_blocks: set[Hash32] = field(default_factory=set)
+    """Hashes of the blocks with a wrong state root that byzantine primaries proposed."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -183,6 +222,7 @@ class Sim:
             self.replicas.append(self._replica(index))
             self.committed.append({})
             self.persisted.append([])
+            self.state_roots.append({})
             self.expiries.append(0)
             self.timer_start.append(0)
 
@@ -261,8 +301,44 @@ class Sim:
             return frame[: self.rng.randrange(len(frame))]
         return self.rng.randbytes(self.rng.randrange(1, 64))
 
+    def _check_signed_once(self, i: int, message: Message) -> None:
+        """Remember what honest instance ``i`` signs in ``message``, keyed (validator, kind, view, seq)
+        (a VIEW-CHANGE by its new view, a NEW-VIEW by its view, a CHECKPOINT by its sequence number,
+        a NEW-VIEW's re-proposal as a PRE-PREPARE), and raise ``SafetyViolation`` naming it if the
+        validator signed something else under that key before: an honest replica never sends
+        conflicting messages (Castro & Liskov §4.2), not even after a restart (its persisted vote
+        records). Content compared: the block hash, or every signed field of a view change or new view."""
+        v = self.index_of[i]
+        entries: list[tuple[tuple[int, int, int, int], object]]
+        if isinstance(message, PrePrepare):
+            entries = [((v, PRE_PREPARE, message.view, message.seq), message.block_hash)]
+        elif isinstance(message, Vote):
+            entries = [((v, message.kind, message.view, message.seq), message.block_hash)]
+        elif isinstance(message, Checkpoint):
+            entries = [((v, CHECKPOINT, 0, message.seq), message.block_hash)]
+        elif isinstance(message, ViewChange):
+            entries = [((v, VIEW_CHANGE, message.new_view, 0), message.unsigned())]
+        else:
+            entries = [((v, NEW_VIEW, message.view, 0), message.unsigned())]
+            o = message.pre_prepare
+            if o is not None:
+                entries.append(((v, PRE_PREPARE, o.view, o.seq), o.block_hash))
+        for key, content in entries:
+            first = self.signed.setdefault(key, content)
+            if first != content:
+                _, kind, view, seq = key
+                raise SafetyViolation(
+                    f"honest validator {v} (instance {i}) signed two different {KIND_NAMES[kind]} messages "
+                    f"for view {view}, sequence number {seq} (seed {self.seed})")
+
     def _broadcast(self, i: int, message: Message) -> None:
+        if isinstance(message, PrePrepare):
+            self.blocks.setdefault(message.block_hash, message.block)
+        elif isinstance(message, NewView) and message.pre_prepare is not None:
+            self.blocks.setdefault(message.pre_prepare.block_hash, message.pre_prepare.block)
         behaviour = self.byzantine.get(i, set())
+        if self.index_of[i] not in self.faulty_indexes():
+            self._check_signed_once(i, message)
         if not behaviour:
             self._send(i, message)
             return
@@ -272,10 +348,21 @@ class Sim:
         if "garbage" in behaviour and self.rng.random() < 0.5:
             self.garbage += 1
             self._send(i, self._corrupt(pack_consensus(message)))
+        if "wrong-root" in behaviour and isinstance(message, PrePrepare):
+            b = message.block
+            bad = Block(dataclasses.replace(b.header, state_root=sha3(self.rng.randbytes(8))), b.transactions)
+            self.blocks[bad.hash] = bad
+            self.wrong_root_blocks.add(bad.hash)
+            sig = key.sign(Context.CONSENSUS, vote_signing_bytes(
+                CHAIN, PRE_PREPARE, message.view, message.seq, bad.hash, message.validator))
+            self._send(i, PrePrepare(message.view, message.seq, bad, message.validator, sig))
+            return
         if "equivocate" in behaviour and isinstance(message, PrePrepare):
             b = message.block
             salt = self.rng.randrange(1 << 30)
-            alt = make_block(b.height, b.header.prev_hash, b.header.view, b.header.proposer, salt)
+            alt = make_block(b.height, b.header.prev_hash, b.header.view, b.header.proposer, salt,
+                             self.root_at(i, b.height - 1, b.header.prev_hash))
+            self.blocks[alt.hash] = alt
             sig = key.sign(Context.CONSENSUS, vote_signing_bytes(
                 CHAIN, PRE_PREPARE, message.view, message.seq, alt.hash, message.validator))
             self._send(i, message, sorted(half))
@@ -328,17 +415,27 @@ class Sim:
                     self.proposals[(i, a.view, a.seq)] = a.block
             elif isinstance(a, ValidateBlock):
                 r = self.replicas[i]
-                if a.block.hash in self.invalid:
+                self.blocks.setdefault(a.block.hash, a.block)
+                if a.block.hash in self.invalid or not self._executes(i, a.block):
                     queue[:0] = r.block_invalid(a.view, a.seq, a.block.hash)
                 else:
                     queue[:0] = r.block_validated(a.view, a.seq, a.block.hash)
             elif isinstance(a, CommitBlock):
                 if a.block.height in self.committed[i]:
                     raise SafetyViolation(f"instance {i} committed height {a.block.height} twice (seed {self.seed})")
+                self.blocks.setdefault(a.block.hash, a.block)
+                self.state_roots[i][a.block.height] = self.state_root_after(i, a.block)
                 self.committed[i][a.block.height] = (a.block.hash, a.certificate)
                 self._progress(i, commit=True)
             elif isinstance(a, RecordEvidence):
                 self.evidence.append(a)
+                faulty = self.faulty_indexes()
+                if self.index_of[i] not in faulty and a.evidence.validator not in faulty:
+                    ev = a.evidence
+                    raise SafetyViolation(
+                        f"honest instance {i} recorded {KIND_NAMES.get(ev.kind, ev.kind)} equivocation evidence "
+                        f"against honest validator {ev.validator} (view {ev.view}, sequence number {ev.seq}; "
+                        f"seed {self.seed})")
             elif isinstance(a, CheckpointStable):
                 old = self.stable.get(i)
                 if old is not None and a.checkpoint.seq <= old.seq:
@@ -400,9 +497,45 @@ class Sim:
         """Have the primary of validator 0's view propose ``block`` (or a fresh one)."""
         p = self.replicas[0].primary()
         r = self.replicas[p]
-        block = block or make_block(r.next_seq, r.head_hash, r.view, p)
+        block = block or make_block(r.next_seq, r.head_hash, r.view, p,
+                                    parent_root=self.root_at(p, r.height, r.head_hash))
         self.carry_out(p, r.propose(block))
         return block
+
+    # --- the simulated state ----------------------------------------------------------------------
+
+    def root_at(self, i: int, height: int, block_hash: bytes) -> Hash32:
+        """The state root instance ``i`` has after block ``block_hash`` at ``height``: the one it
+        computed when it committed that block, else (a head it only holds by hash, e.g. a test's
+        manual ``synced``) re-executed from the last root it knows through the block store.
+        Raises ``SafetyViolation`` if a block on the way is in no store (nobody could execute it)."""
+        pending: list[Block] = []
+        root = GENESIS_ROOT
+        while height > 0:
+            mine = self.committed[i].get(height)
+            if mine is not None and mine[0] == block_hash and height in self.state_roots[i]:
+                root = self.state_roots[i][height]
+                break
+            block = self.blocks.get(Hash32(block_hash))
+            if block is None:
+                raise SafetyViolation(f"instance {i}: block {height} is unknown, cannot execute (seed {self.seed})")
+            pending.append(block)
+            height, block_hash = height - 1, block.header.prev_hash
+        for block in reversed(pending):
+            root = next_state_root(root, block.header.tx_root)
+        return root
+
+    def state_root_after(self, i: int, block: Block) -> Hash32:
+        """Execute ``block`` on instance ``i``'s own state at the block's parent; returns the root."""
+        return next_state_root(self.root_at(i, block.height - 1, block.header.prev_hash), block.header.tx_root)
+
+    def _executes(self, i: int, block: Block) -> bool:
+        """Whether ``block``'s header state root is the one instance ``i`` computes (the node's
+        ``ValidateBlock``: execute, compare the header's roots); counts refusals in ``wrong_roots``."""
+        if self.state_root_after(i, block) == block.header.state_root:
+            return True
+        self.wrong_roots += 1
+        return False
 
     def catch_up(self) -> None:
         """What the node's catch-up does: a lagging replica fetches certified blocks from a peer."""
@@ -418,6 +551,12 @@ class Sim:
                     verify_certificate(cert, block_hash, h, CHAIN, self.n, self.verifier)
                     if h in self.committed[i] and self.committed[i][h][0] != block_hash:
                         raise SafetyViolation(f"instance {i} holds another block at {h} (seed {self.seed})")
+                    block = self.blocks[block_hash]
+                    root = self.state_root_after(i, block)  # re-executed, as the node's catch-up does
+                    if root != block.header.state_root:
+                        raise SafetyViolation(f"certified block {h} does not re-execute to its header's state "
+                                              f"root at instance {i} (seed {self.seed})")
+                    self.state_roots[i][h] = root
                     self.committed[i][h] = (block_hash, cert)
                     self._progress(i, commit=True)
                     self.carry_out(i, r.synced(h, block_hash, cert))
@@ -428,9 +567,16 @@ class Sim:
         """Stop instance ``i``; what it did not persist is lost."""
         self.crashed.add(i)
 
-    def restart(self, i: int) -> None:
-        """Bring instance ``i`` back with only what it persisted: blocks, votes, prepared certificate."""
+    def restart(self, i: int, *, lose_votes: bool = False) -> None:
+        """Bring instance ``i`` back with only what it persisted: blocks (and their state), votes,
+        prepared certificate. ``lose_votes`` is a test-only broken recovery that also loses the vote
+        records, the prepared certificate and its own proposals (the double-sign self-check)."""
         self.crashed.discard(i)
+        if lose_votes:
+            self.persisted[i].clear()
+            self.prepared.pop(i, None)
+            for key in [k for k in self.proposals if k[0] == i]:
+                del self.proposals[key]
         height = max(self.committed[i], default=0)
         head, cert = self.committed[i][height] if height else (ZERO_HASH, None)
         votes = {(p.kind, p.view, p.seq): p.block_hash for p in self.persisted[i] if p.seq > height or p.kind >= 4}
@@ -510,7 +656,8 @@ class Sim:
                 block = self.proposals.get((i, r.view, r.next_seq))  # what it proposed before a restart
                 if block is None:
                     salt = self.rng.randrange(1 << 30)
-                    block = make_block(r.next_seq, r.head_hash, r.view, self.index_of[i], salt)
+                    block = make_block(r.next_seq, r.head_hash, r.view, self.index_of[i], salt,
+                                       self.root_at(i, r.height, r.head_hash))
                 self.carry_out(i, r.propose(block))
         self.deliver_all()
         self.catch_up()
@@ -544,7 +691,10 @@ class Sim:
 
     def check_safety(self) -> None:
         """Raise ``SafetyViolation`` if two honest replicas committed different blocks at one height,
-        or an honest replica's stable checkpoint is not the block it committed there."""
+        computed different state roots at one height (each its own, from executing the blocks), or
+        committed a block whose header root is not the one it computed, or an honest replica's
+        stable checkpoint is not the block it committed there. (Double signing and evidence against
+        an honest validator raise as they happen, in ``carry_out``.)"""
         for i in self.honest():
             cp = self.stable.get(i)
             if cp is not None and self.committed[i].get(cp.seq, (cp.block_hash,))[0] != cp.block_hash:
@@ -558,6 +708,23 @@ class Sim:
         forks = {h: s for h, s in heights.items() if len(s) > 1}
         if forks:
             raise SafetyViolation(f"fork at heights {sorted(forks)} (seed {self.seed})")
+        roots: dict[int, set[bytes]] = {}
+        wrong: list[tuple[int, int]] = []
+        for i in self.honest():
+            for h, (bh, _) in self.committed[i].items():
+                mine = self.state_roots[i].get(h)
+                if mine is None:
+                    raise SafetyViolation(f"instance {i} committed block {h} without executing it (seed {self.seed})")
+                roots.setdefault(h, set()).add(mine)
+                if mine != self.blocks[bh].header.state_root:
+                    wrong.append((i, h))
+        split = sorted(h for h, s in roots.items() if len(s) > 1)
+        if split:
+            raise SafetyViolation(f"honest replicas computed different state roots at heights {split} "
+                                  f"(seed {self.seed})")
+        if wrong:
+            raise SafetyViolation(f"(instance, height) {wrong}: committed a block whose header state root is not "
+                                  f"the one the instance computed (seed {self.seed})")
 
     def check_safety_all(self) -> None:
         """Like ``check_safety`` over every instance, byzantine ones included (the twins self-check)."""
@@ -649,7 +816,8 @@ class ScenarioResult:
     """What one scenario did: its seed and size, the faults applied (byzantine roles first, then each
     fault event that changed something), the lowest honest height at the end, the highest view,
     counters of the run, and how long recovery took after healing (rounds and virtual ms).
-    ``chain`` hashes every honest replica's committed (height, block hash) pairs."""
+    ``chain`` hashes every honest replica's committed (height, block hash) pairs; ``wrong_roots``
+    counts proposals refused for a wrong state root."""
 
     seed: int
     n: int
@@ -666,6 +834,7 @@ class ScenarioResult:
     timer_expiries: int = 0
     max_backoff: int = 0
     chain: bytes = b""
+    wrong_roots: int = 0
 
 
 def _apply(sim: Sim, fault: Fault, budget: int) -> bool:
@@ -741,4 +910,4 @@ def run_scenario(schedule: Schedule) -> ScenarioResult:
     return ScenarioResult(schedule.seed, n, tuple(faults), min(sim.replicas[i].height for i in honest),
                           max(r.view for r in sim.replicas), sim.rejected, rounds,
                           rounds * sim.tick_ms, sim.decode_errors, sim.garbage, sim.delayed,
-                          len(sim.evidence), sim.timeouts_fired, sim.max_expiries, chain)
+                          len(sim.evidence), sim.timeouts_fired, sim.max_expiries, chain, sim.wrong_roots)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,11 @@ from devnet.layout import Layout, generate
 from devnet.processes import Running, start_node, stop_node
 from devnet.workload import Wallets, submit_all, summarize_latency
 from node.config import ConsensusSection
+from node.genesis import load_genesis
 from node.rpc.client import AsyncClient, deploy_token_call, sign_transaction, transfer_call
 from node.rpc.errors import RPCError
+from state.chain import ChainStore
+from state.kv import LevelDBStore
 from state.types import Call, Transaction
 from tests.conftest import STARTING, height_at_least, poll_until
 from tests.test_devnet import free_block
@@ -312,9 +316,28 @@ async def test_kill_primary_then_the_next_primary(tmp_path: Path) -> None:
                 await stop_node(r)
 
 
+def stored_chain(data: Path, home: Path) -> dict[int, bytes]:
+    """Block hash by height (1..head) of the chain in the LevelDB at ``data``, opened with
+    ``ChainStore`` (which checks that head, blocks and state agree, as the node does on start) for the
+    genesis in ``home``; the store is closed again."""
+    store = LevelDBStore(data, create=False)
+    try:
+        chain = ChainStore(store, load_genesis(home / "genesis.json"))
+        hashes: dict[int, bytes] = {}
+        for h in range(1, chain.head.height + 1):
+            block = chain.block(h)
+            assert block is not None, f"block {h} below the head {chain.head.height} is missing"
+            hashes[h] = block.hash
+        assert not hashes or hashes[chain.head.height] == chain.head.block_hash
+        return hashes
+    finally:
+        store.close()
+
+
 async def test_kill_backup_tear_its_log_and_restart(tmp_path: Path) -> None:
-    """kill -9 a backup while blocks commit, cut the tail of its LevelDB log, restart it: it opens
-    at a block boundary and catches up to the others' chain."""
+    """kill -9 a backup while blocks commit, cut its LevelDB log inside the commit of a block it had
+    reported, restart it: it opens one block lower, at a block boundary of the same chain, and
+    catches up to the others' chain."""
     base = free_block(8)
     layout = generate(tmp_path / "net", base_rpc_port=base, base_p2p_port=base + 4, scrypt_n=2**10,
                       consensus=ConsensusSection(view_timeout_ms=1500, status_interval_ms=300,
@@ -327,6 +350,7 @@ async def test_kill_backup_tear_its_log_and_restart(tmp_path: Path) -> None:
         await wait_ready(Progress(layout, wallets, running), timeout=60)
         await poll_until(lambda: height_at_least(wallets.clients[2], 15), what="15 empty blocks pile up",
                          timeout=30)
+        reported = (await wallets.clients[2].call("qnx_status"))["height"]
         running[2].process.kill()
         await running[2].process.wait()
         running[2].log.close()
@@ -334,25 +358,38 @@ async def test_kill_backup_tear_its_log_and_restart(tmp_path: Path) -> None:
         # f = 1 node down: the other three go on committing (empty blocks every 100 ms)
         await poll_until(functools.partial(height_at_least, wallets.clients[0], down_from + 5),
                          what=f"the other three commit past {down_from + 5} while node-2 is down", timeout=30)
-        data = Path(layout.nodes[2].home) / "data"
+        home = Path(layout.nodes[2].home)
+        data = home / "data"
+        # what node-2 had on disk when killed (a copy: opening a LevelDB rewrites its log)
+        shutil.copytree(data, tmp_path / "before-tear")
+        before = stored_chain(tmp_path / "before-tear", home)
+        assert max(before) >= reported, "a height the node reported is durable"
+        # tear the log inside the write batch that committed block `reported` (its b"h/" index key)
         log = max(data.glob("*.log"), key=lambda p: p.stat().st_mtime_ns)
-        size = log.stat().st_size
+        raw = log.read_bytes()
+        cut = raw.find(b"h/" + before[reported])
+        assert cut > 0, f"the commit of block {reported} is in the newest log {log.name}"
         with open(log, "r+b") as f:
-            f.truncate(max(0, size - 1500))
+            f.truncate(cut)
+        assert log.stat().st_size == cut < len(raw)
+        torn = stored_chain(data, home)
+        assert max(torn) == reported - 1, f"head {max(torn)} after tearing the commit of {reported}"
+        assert all(torn[h] == before[h] for h in torn), "the torn store is a prefix of the same chain"
         running[2] = await start_node(layout.nodes[2])
         heights: list[int] = []
 
         async def caught_up() -> bool:
             heights[:] = [(await wallets.clients[k].call("qnx_status"))["height"] for k in (2, 0)]
             mine, theirs = heights
-            return bool(mine >= 20 and mine >= theirs - 1)
+            return bool(mine >= max(20, max(before)) and mine >= theirs - 1)
 
         await poll_until(caught_up, what="node-2 reopens and catches up", tolerate=STARTING)
         h = min(heights)
         blocks = {(await c.call("qnx_getBlockByNumber", h, False))["header"]["stateRoot"] for c in wallets.clients}
         assert len(blocks) == 1
         head = await converge(wallets, max(heights))  # one head on all four, empty blocks still coming
-        print(f"\ntorn log: node-2 reopened and caught up; all four at height {head['height']}, "
+        print(f"\ntorn log: node-2 reported {reported}, had {max(before)} on disk; log cut from {len(raw)} to "
+              f"{cut} bytes, reopened at {max(torn)}, caught up; all four at height {head['height']}, "
               f"root {head['stateRoot'][:18]}")
     finally:
         with trio.CancelScope(shield=True):
