@@ -223,12 +223,16 @@ class Node:
         self.started = False
         self.p2p_port: int | None = None
         self.last_progress = 0.0
+        """Trio clock seconds at which the view-change timer last (re)started (``_check_view_timer``)."""
+        self._timer_running = False
+        """Whether the last look of ``_check_view_timer`` found work waiting (the timer runs)."""
         self.last_proposal = 0.0
         """When the primary last proposed (``_proposer_tick``), Trio clock seconds."""
         self.timeouts = 0
         self.sync_target = 0
         self.rpc_urls: list[str] = []
         self.evidence_count = sum(1 for _ in self.chain.kv.iterate(b"k/evidence"))
+        """Evidence records in the store (``k/evidence`` keys): the ``qenex_equivocation_evidence`` gauge."""
         self.dropped: dict[Hash32, str] = {}
         """Why recently dropped pending transactions left the mempool (newest ``MAX_DROPPED``)."""
         self.pubsub = Hub()
@@ -237,12 +241,17 @@ class Node:
         self._gossip_out: list[bytes] = []
         """Admitted raw transactions not yet gossiped (sent in TXS batches, ``flush_gossip``)."""
         self._gossip_bytes = 0
-        self.tx_backlog: collections.deque[bytes] = collections.deque()
+        self.tx_backlog: collections.deque[tuple[bytes, int, bytes]] = collections.deque()
+        """Gossiped transactions waiting for admission, each ``(peer, message number, raw)``: who sent
+        it, in which TXS/TX message (``_gossip_messages`` counts them), so that one message proving
+        its sender faulty costs it one penalty (``admit_backlog``)."""
+        self._gossip_messages = 0
+        self._penalized_message = -1
+        """The number of the last gossip message whose sender was penalized (``admit_backlog``)."""
         self.retransmits = 0
         """Retransmissions since the last commit (each doubles the wait before the next)."""
         self._seen_proposals: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         """Digests of PRE-PREPARE payloads the replica holds: a retransmitted copy is not decoded again."""
-        """Gossiped raw transactions waiting for admission; consensus messages go first."""
 
     # --- consensus records --------------------------------------------------------------------
 
@@ -343,9 +352,26 @@ class Node:
             self.chain.put_record(b"proposal" + encode((a.view, a.seq)), a.block.encode())
         self.chain.put_record(b"vote" + encode((a.kind, a.view, a.seq)), a.block_hash)
 
-    def _cleanup_ops(self, height: int) -> list[WriteOp]:
-        """Deletes of the consensus records that committing ``height`` makes moot (all views)."""
+    def _old_view_ops(self) -> list[WriteOp]:
+        """Deletes of the VIEW-CHANGE and NEW-VIEW vote records (seq 0) of views below the replica's
+        current view. A restart needs only the current view's: the replica resumes in the highest view
+        recorded (installed if its NEW-VIEW is recorded), and never signs a VIEW-CHANGE or accepts a
+        NEW-VIEW for a view at or below it (Castro & Liskov §4.4), so older ones protect nothing."""
         ops: list[WriteOp] = []
+        for key, _ in self.chain.kv.iterate(b"k/vote"):
+            try:
+                fields = decode_value(key[len(b"k/vote"):])
+                kind, view, _seq = fields
+            except (DecodeError, ValueError, TypeError):
+                continue
+            if kind in (VIEW_CHANGE, NEW_VIEW) and isinstance(view, int) and view < self.replica.view:
+                ops.append((key, None))
+        return ops
+
+    def _cleanup_ops(self, height: int) -> list[WriteOp]:
+        """Deletes of the consensus records that committing ``height`` makes moot (all views), and of
+        the view-change records of views below the current one (``_old_view_ops``)."""
+        ops: list[WriteOp] = self._old_view_ops()
         for prefix in (b"k/vote", b"k/proposal"):
             for key, _ in self.chain.kv.iterate(prefix):
                 try:
@@ -625,6 +651,9 @@ class Node:
                              a.ours.hex())
             elif isinstance(a, pbft.ViewInstalled):
                 self.last_progress = trio.current_time()
+                old = self._old_view_ops()
+                if old:  # not synced: a record left by a crash is deleted at the next commit or view
+                    self.chain.kv.write(old, sync=False)
                 self.metrics.view_changes.inc()
                 log.info("view %d installed (primary: validator %d)", a.view, self.replica.primary(),
                          extra={"view": a.view})
@@ -640,8 +669,10 @@ class Node:
                 self.commit(a.block, a.certificate)
             elif isinstance(a, pbft.RecordEvidence):
                 ev = a.evidence
-                self.chain.put_record(b"evidence" + encode((ev.view, ev.seq, ev.validator, ev.kind)), ev.encode())
-                self.evidence_count += 1
+                name = b"evidence" + encode((ev.view, ev.seq, ev.validator, ev.kind))
+                if self.chain.get_record(name) is None:  # a restarted node may detect the same one again
+                    self.evidence_count += 1
+                self.chain.put_record(name, ev.encode())
                 self.metrics.evidence.labels(KIND_NAMES.get(ev.kind, str(ev.kind))).inc()
                 log.warning("equivocation by validator %d at view %d seq %d", ev.validator, ev.view, ev.seq)
 
@@ -680,7 +711,8 @@ class Node:
             if kind == M.TX or kind == M.TXS:
                 raws: tuple[bytes, ...] = (body,) if isinstance(body, bytes) else body  # type: ignore[assignment]
                 room = MAX_TX_BACKLOG - len(self.tx_backlog)
-                self.tx_backlog.extend(raws[:room])
+                self._gossip_messages += 1
+                self.tx_backlog.extend((peer, self._gossip_messages, raw) for raw in raws[:room])
                 if len(raws) > room:  # the sender re-offers them, and blocks carry them anyway
                     self.metrics.rejected.labels("gossip backlog full").inc(len(raws) - max(room, 0))
             elif kind in (M.PRE_PREPARE, M.VOTE):
@@ -936,15 +968,27 @@ class Node:
 
     def admit_backlog(self, limit: int) -> int:
         """Admit up to ``limit`` gossiped transactions from ``tx_backlog`` (no re-gossip: the sender
-        already offered them to every validator); returns how many were taken."""
+        already offered them to every validator); returns how many were taken.
+
+        An honest node gossips only transactions that decoded, verified and carry our chain id
+        (``_admit``), so one that does not decode (``DecodeError``), has a bad signature
+        (``InvalidSignature``) or names another chain (``TxRejected`` "wrong chain id") proves its
+        sender faulty: the sender loses ``p2p.limits.PENALTY_BAD_MESSAGE`` points
+        (``PeerNetwork.penalize``), at most once per TXS message. Refusals for nonce, capacity or
+        state reasons happen to honest senders too (races, full mempools) and cost nothing.
+        """
         taken = 0
         while self.tx_backlog and taken < limit:
-            raw = self.tx_backlog.popleft()
+            peer, message, raw = self.tx_backlog.popleft()
             taken += 1
             try:
                 self.admit(raw, gossip=False)
             except (TxRejected, InvalidSignature, DecodeError) as err:
-                log.debug("gossiped tx refused: %s", err)
+                faulty = not isinstance(err, TxRejected) or err.reason == "wrong chain id"
+                if faulty and message != self._penalized_message and self.net is not None:
+                    self._penalized_message = message
+                    self.net.penalize(Address(peer), f"gossiped an invalid transaction: {err}")
+                log.debug("gossiped tx from %s refused: %s", peer.hex()[:8], err)
         return taken
 
     def flush_gossip(self) -> None:
@@ -1001,11 +1045,21 @@ class Node:
                 or self.config.consensus.empty_block_interval_ms > 0)
 
     def _check_view_timer(self, now: float) -> None:
-        """PBFT's view-change timer (§4.4): no progress for ``view_timeout`` while work waits moves to the
-        next view; each further expiry without progress doubles the wait (capped at 32x)."""
+        """PBFT's view-change timer (§4.4) at ``now`` (Trio clock seconds; ``_ticker_loop`` calls it every
+        tick): no progress for ``view_timeout`` while work waits moves to the next view; each further
+        expiry without progress doubles the wait (capped at 32x).
+
+        The timer runs only while work waits (``work_waiting``): a look that finds nothing waiting,
+        and the first look that finds work after one that did not, restart it (``last_progress =
+        now``), so the timeout counts only time during which work waited without a commit, and a
+        quiet spell longer than the timeout does not make the first request after it start a view
+        change. Castro & Liskov §4.4: a backup starts its timer when it receives a request and the
+        timer is not already running; it stops it when it no longer waits to execute a request."""
         timeout = self.config.consensus.view_timeout_ms / 1000 * (2 ** min(self.timeouts, 5))
-        if self.last_progress == 0.0 or not self.work_waiting():
-            self.last_progress = now if self.last_progress == 0.0 else self.last_progress
+        waiting = self.work_waiting()
+        running, self._timer_running = self._timer_running, waiting
+        if not (waiting and running):
+            self.last_progress = now
             return
         if now - self.last_progress < timeout or self.index is None:
             return

@@ -25,10 +25,12 @@ from consensus.messages import (
     vote_signing_bytes,
 )
 from crypto.hashing import sha3
-from crypto.signatures import Context
+from crypto.keys import KeyPair
+from crypto.signatures import ED25519, Context
 from node import messages as M
 from node.config import ConsensusSection, NodeConfig
 from node.node import SYNC_BACKOFF, SYNC_BACKOFF_MAX, SYNC_REQUEST_TIMEOUT, Node
+from node.rpc.client import deploy_token_call, sign_transaction
 from node.setup import NodeKeys
 from state.codec import encode
 from state.exceptions import StoreCorrupted
@@ -283,3 +285,41 @@ async def test_idle_primary_proposes_empty_blocks_only_when_enabled(empty_ms: in
         assert proposed == [1.0], "one empty block after the interval; then it waits for its commit"
         assert primary.replica.proposal_pending()
         assert primary.chain.get_record(b"proposal" + encode((0, 1))) is not None
+
+
+async def test_view_timer_counts_only_time_during_which_work_waits(mock_clock: trio.testing.MockClock) -> None:
+    """Empty blocks off: a backup idle for longer than the view timeout does not change view 50 ms
+    after the first transaction arrives (the idle time is not counted, Castro & Liskov §4.4: the timer
+    starts when a request arrives), but it does once that transaction waits a whole timeout uncommitted."""
+    keys = make_keys(4)
+    node = make_node(keys, 2, NodeConfig(consensus=ConsensusSection(empty_block_interval_ms=0)))
+    timeout = node.config.consensus.view_timeout_ms / 1000
+    assert timeout < 60
+    t0 = trio.current_time()
+    node._check_view_timer(t0)
+    assert not node.work_waiting()
+    mock_clock.jump(60)  # quiet for 60 s, no look of the timer in between
+    user = KeyPair.generate(ED25519)
+    node.admit(sign_transaction(user, CHAIN, 0, [deploy_token_call("T", "T", 0, user.address)], 100_000).encode(),
+               gossip=False)
+    assert node.work_waiting()
+    node._check_view_timer(t0 + 60.05)
+    assert (node.timeouts, node.replica.view) == (0, 0)
+    assert node.metrics.registry.get_sample_value("qenex_view_timeouts_total") == 0
+    # the same with the ticker's looks every second while idle: each restarts the timer
+    idle = make_node(keys, 3, NodeConfig(consensus=ConsensusSection(empty_block_interval_ms=0)))
+    for second in range(61):
+        idle._check_view_timer(t0 + second)
+    idle.admit(sign_transaction(user, CHAIN, 0, [deploy_token_call("T", "T", 0, user.address)], 100_000).encode(),
+               gossip=False)
+    idle._check_view_timer(t0 + 60.05)
+    assert (idle.timeouts, idle.replica.view) == (0, 0)
+    # work that waits a whole timeout without a commit does start a view change
+    now, fired_at = t0 + 60.05, None
+    while fired_at is None and now < t0 + 60.05 + 4 * timeout:
+        now += 0.25
+        node._check_view_timer(now)
+        if node.timeouts:
+            fired_at = now
+    assert fired_at == pytest.approx(t0 + 60.05 + timeout, abs=0.3)
+    assert node.timeouts == 1 and node.replica.view == 1 and not node.replica.active

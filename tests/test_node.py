@@ -242,3 +242,114 @@ async def test_clients_are_refused_with_node_busy_beyond_four_blocks_pending_exc
     node.admit(tx(senders[limit - 1], 0))  # fills the gap: taken
     node.admit(tx(senders[limit + 1], 0), gossip=False)  # gossip of another validator's client: taken
     assert len(node.mempool) == limit + 2
+
+
+async def test_checkpoint_evidence_is_counted_once_per_stored_record_across_restarts() -> None:
+    """Every evidence kind the replica records (CHECKPOINT included) has its label from the start;
+    the evidence gauge equals the stored records, also when a restarted node detects one again."""
+    from consensus.messages import CHECKPOINT, Evidence
+    from consensus.replica import RecordEvidence
+    from node.metrics import EVIDENCE_KINDS
+
+    assert "checkpoint" in EVIDENCE_KINDS
+    keys = make_keys(4)
+    store = MemoryStore()
+    node = make_node(keys, 0, store=store)
+    registry = node.metrics.registry
+    assert registry.get_sample_value("qenex_equivocations_detected_total", {"kind": "checkpoint"}) == 0
+    ev = Evidence(CHECKPOINT, 0, 4, 2, sha3(b"a"), b"sig-a", sha3(b"b"), b"sig-b")
+    node.carry_out([RecordEvidence(ev)])
+    assert registry.get_sample_value("qenex_equivocations_detected_total", {"kind": "checkpoint"}) == 1
+    assert registry.get_sample_value("qenex_equivocation_evidence") == 1 and node.evidence() == [ev]
+    restarted = make_node(keys, 0, store=store)
+    assert restarted.evidence_count == 1
+    restarted.carry_out([RecordEvidence(ev)])  # detected again after the restart: the same record
+    assert restarted.evidence_count == 1 and restarted.evidence() == [ev]
+    other = dataclasses.replace(ev, validator=3)
+    restarted.carry_out([RecordEvidence(other)])
+    assert restarted.metrics.registry.get_sample_value("qenex_equivocation_evidence") == 2
+
+
+class BusNet(FakeNet):
+    """A ``FakeNet`` whose broadcasts go on a shared ``bus`` as ``(sender, payload)``."""
+
+    def __init__(self, me: bytes, bus: list[tuple[bytes, bytes]]) -> None:
+        super().__init__()
+        self.me, self.bus = me, bus
+
+    def broadcast(self, payload: bytes, *, bulk: bool = False) -> int:
+        self.bus.append((self.me, payload))
+        return 3
+
+
+async def test_view_change_records_of_old_views_are_deleted_and_a_restart_keeps_its_view() -> None:
+    """Five view changes in a row (every replica's timer fires, no block in between): each store keeps
+    the VIEW-CHANGE and NEW-VIEW records of the current view only, and a validator restarted on its
+    store resumes in that view, installed (Castro & Liskov §4.4)."""
+    from consensus.messages import NEW_VIEW, VIEW_CHANGE
+    from state.codec import decode_value
+
+    keys = make_keys(4)
+    stores = [MemoryStore() for _ in keys]
+    nodes = [make_node(keys, i, store=stores[i]) for i in range(4)]
+    bus: list[tuple[bytes, bytes]] = []
+    for node in nodes:
+        node.net = BusNet(node.node_key.address, bus)  # type: ignore[assignment]
+
+    def view_records(node: Node) -> list[tuple[int, int]]:
+        out = []
+        for key, _ in node.chain.kv.iterate(b"k/vote"):
+            kind, view, _seq = decode_value(key[len(b"k/vote"):])
+            if kind in (VIEW_CHANGE, NEW_VIEW):
+                out.append((kind, view))
+        return sorted(out)
+
+    for view in range(1, 6):
+        for node in nodes:
+            node.carry_out(node.replica.on_timeout())
+        while bus:
+            sender, payload = bus.pop(0)
+            for node in nodes:
+                if node.node_key.address != sender:
+                    node.on_message(sender, payload)
+        assert [(n.replica.view, n.replica.active) for n in nodes] == [(view, True)] * 4
+        for node in nodes:
+            assert view_records(node) == [(VIEW_CHANGE, view), (NEW_VIEW, view)]
+    restarted = make_node(keys, 2, store=stores[2])
+    assert (restarted.replica.view, restarted.replica.active) == (5, True)
+
+
+async def test_gossip_that_proves_its_sender_faulty_costs_it_score_once_per_message() -> None:
+    """Honest nodes gossip only transactions that decoded, verified and carry our chain id: a TXS
+    message holding undecodable ones, a forged signature or another chain's transaction costs its
+    sender one ``PENALTY_BAD_MESSAGE`` (however many bad ones it holds); refusals that happen to
+    honest senders (nonce too high, already pending, already committed) cost nothing."""
+    from p2p.limits import PENALTY_BAD_MESSAGE
+
+    keys = make_keys(4)
+    node = make_node(keys, 1)
+    net = node.net = FakeNet()  # type: ignore[assignment]
+    user = KeyPair.generate(ED25519)
+
+    def tx(nonce: int, chain: str = CHAIN) -> bytes:
+        return sign_transaction(user, chain, nonce, [deploy_token_call("T", "T", 0, user.address)], 100_000).encode()
+
+    good = tx(0)
+    forged = sign_transaction(user, CHAIN, 1, [deploy_token_call("T", "T", 0, user.address)], 100_000)
+    forged = dataclasses.replace(forged, signature=bytes(len(forged.signature)))
+    cases = {
+        b"junk": (b"\xc1junk", b"\x93\x01\x02", b"more junk"),
+        b"forger": (forged.encode(),),
+        b"other-chain": (tx(2, "another-chain"),),
+        b"honest": (good, good, tx(10**6)),  # pending twice (the second is a no-op), then nonce too high
+    }
+    for peer, raws in cases.items():
+        node.on_message(peer, M.pack(M.TXS, raws))
+    node.on_message(b"junk", M.pack(M.TXS, (b"junk again",)))  # a second message: a second penalty
+    while node.admit_backlog(2):
+        pass
+    assert not node.tx_backlog and good in node.mempool.pending_raw(10)
+    assert sorted(net.penalized) == sorted([(b"junk", PENALTY_BAD_MESSAGE)] * 2 + [
+        (b"forger", PENALTY_BAD_MESSAGE), (b"other-chain", PENALTY_BAD_MESSAGE)])
+    registry = node.metrics.registry
+    assert registry.get_sample_value("qenex_transactions_rejected_total", {"reason": "nonce too high"}) == 1

@@ -14,6 +14,7 @@ from crypto.signatures import ED25519
 from node import messages as M
 from node.config import ConsensusSection, NodeConfig, Observer, P2PSection, Peer, RPCSection
 from node.node import Node
+from node.rpc.client import deploy_token_call, sign_transaction
 from node.setup import NodeKeys, validator_entry
 from state.kv import MemoryStore
 from state.types import Genesis
@@ -86,10 +87,12 @@ async def test_ready_counts_validator_peers_only(nursery: trio.Nursery) -> None:
 @pytest.mark.slow
 async def test_flood_from_one_peer_does_not_delay_commits_among_the_others(nursery: trio.Nursery) -> None:
     """Four validators commit empty blocks while a listed observer identity floods the primary as
-    fast as TCP lets it with valid but useless TXS messages (1024 junk transactions each): the primary
-    reads it at its inbound byte rate (the limiter engages) and every validator, the primary included,
-    commits K more blocks while the flood goes on. Then the same identity sends undecodable messages:
-    it is penalized, disconnected and banned, and its next handshake is refused."""
+    fast as TCP lets it with valid but useless TXS messages (1024 copies of a committed transaction
+    each): the primary reads it at its inbound byte rate (the limiter engages), the flooder loses no
+    score (nothing it sent was invalid), and every validator, the primary included, commits K more
+    blocks during the flood without a view-change timeout or a view change, each within the view
+    timeout of its proposal. Then the same identity gossips transactions that do not decode: each
+    TXS message costs it score until it is disconnected and banned, and its next handshake is refused."""
     keys = by_node_id(make_keys(5))
     flooder = keys[0]  # the lowest node id: it dials the primary, as a listed observer would
     validators = keys[1:]
@@ -98,6 +101,7 @@ async def test_flood_from_one_peer_does_not_delay_commits_among_the_others(nurse
     ports = free_block(4)
     consensus = ConsensusSection(block_interval_ms=50, empty_block_interval_ms=200, status_interval_ms=300,
                                  retransmit_ms=500)
+    timeout = consensus.view_timeout_ms / 1000
     nodes = []
     for i, k in enumerate(validators):
         p2p = P2PSection(host=HOST, port=ports + i, observers=(observer_entry(flooder),),
@@ -109,7 +113,11 @@ async def test_flood_from_one_peer_does_not_delay_commits_among_the_others(nurse
         await nursery.start(node.run)
     primary = nodes[0]
     assert primary.replica.is_primary
-    await poll_until(lambda: min(n.chain.head.height for n in nodes) >= 2, what="the validators commit")
+    user = KeyPair.generate(ED25519)
+    committed = sign_transaction(user, CHAIN, 0, [deploy_token_call("T", "T", 0, user.address)], 100_000)
+    primary.admit(committed.encode())
+    await poll_until(lambda: all(n.chain.tx_location(committed.hash) is not None for n in nodes),
+                     what="the validators commit a transaction")
 
     allowed = {primary.node_key.address: (primary.node_key.scheme_tag, primary.node_key.public_key)}
     assert primary.p2p_port is not None
@@ -118,10 +126,22 @@ async def test_flood_from_one_peer_does_not_delay_commits_among_the_others(nurse
         return await raw_handshake(primary.p2p_port, flooder.node, allowed, chain_id=CHAIN,
                                    genesis_hash=genesis.hash)
 
+    def sample(node: Node, name: str, labels: dict[str, str] | None = None) -> float:
+        return node.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+    def consensus_state(node: Node) -> tuple[float, float, int]:
+        return (sample(node, "qenex_view_timeouts_total"), sample(node, "qenex_view_changes_total"),
+                node.replica.view)
+
+    def latency(node: Node) -> tuple[float, float]:
+        """(commits observed, commits observed within the view timeout) of the commit-latency histogram."""
+        within = node.metrics.registry.get_sample_value("qenex_commit_latency_seconds_bucket", {"le": str(timeout)})
+        assert within is not None, f"the view timeout {timeout} s is a bucket bound of the histogram"
+        return sample(node, "qenex_commit_latency_seconds_count"), within
+
     peer = await handshake()
     assert peer is not None
-    junk = random.Random(1)
-    useless = M.pack(M.TXS, tuple(junk.randbytes(512) for _ in range(M.MAX_TXS_PER_MESSAGE)))
+    useless = M.pack(M.TXS, (committed.encode(),) * M.MAX_TXS_PER_MESSAGE)
     flood_scope = trio.CancelScope()
     flood_sent = 0
 
@@ -138,30 +158,44 @@ async def test_flood_from_one_peer_does_not_delay_commits_among_the_others(nurse
                      what="the flood is under way and the primary's inbound rate limit engaged")
     start = min(n.chain.head.height for n in nodes)
     throttled = traffic.throttled_reads
+    before = [consensus_state(n) for n in nodes]
+    latency_before = [latency(n) for n in nodes]
     K = 5
     await poll_until(lambda: min(n.chain.head.height for n in nodes) >= start + K,
                      what=f"every validator commits {K} more blocks during the flood")
     assert not flood_scope.cancel_called and flooder.node.address in primary.net.connected()  # still flooding
     assert traffic.throttled_reads > throttled  # ...and still being slowed down
+    # no validator's progress timer expired and none left its view while the flood went on
+    assert [consensus_state(n) for n in nodes] == before
+    # every block committed during the flood did so within the view timeout of its proposal (a
+    # protocol bound: beyond it the backups would have asked for a view change)
+    for (count_0, fast_0), (count_1, fast_1) in zip(latency_before, (latency(n) for n in nodes), strict=True):
+        assert count_1 - count_0 >= K and fast_1 - fast_0 == count_1 - count_0
     assert primary.net.score(flooder.node.address) == 0.0  # useless is not invalid: slowed, not penalized
-    registry = primary.metrics.registry
-    assert (registry.get_sample_value("qenex_p2p_messages_received_total", {"type": "txs"}) or 0) > 0
-    assert (registry.get_sample_value("qenex_transactions_rejected_total", {"reason": "malformed"}) or 0) > 0
+    assert sample(primary, "qenex_p2p_messages_received_total", {"type": "txs"}) > 0
+    assert sample(primary, "qenex_transactions_rejected_total", {"reason": "already committed"}) > 0
     flood_scope.cancel()
     await peer.stream.aclose()
     await poll_until(lambda: flooder.node.address not in primary.net.connected(), what="the flooder left")
 
-    bad = await handshake()  # now it sends what does not decode: each costs it PENALTY_BAD_MESSAGE points
+    # now it gossips transactions that do not decode: each TXS message costs it PENALTY_BAD_MESSAGE
+    bad = await handshake()
     assert bad is not None
-    for _ in range(20):
+    junk = random.Random(1)
+    invalid = M.pack(M.TXS, tuple(junk.randbytes(512) for _ in range(M.MAX_TXS_PER_MESSAGE)))
+    malformed = sample(primary, "qenex_transactions_rejected_total", {"reason": "malformed"})
+    undecodable_frames = sample(primary, "qenex_p2p_bad_messages_total")
+    for _ in range(40):  # more than enough: the ban threshold is -100
         try:
-            await bad.send(b"\xc1 not a message")
+            await bad.send(invalid)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             break
     await poll_until(lambda: flooder.node.address in primary.net.banned()
                      and flooder.node.address not in primary.net.connected(),
                      what="the flooder is banned and disconnected")
     await bad.stream.aclose()
+    assert sample(primary, "qenex_transactions_rejected_total", {"reason": "malformed"}) > malformed
+    assert sample(primary, "qenex_p2p_bad_messages_total") == undecodable_frames, "each TXS message decoded"
     assert await handshake() is None  # refused while banned
     start = min(n.chain.head.height for n in nodes)
     await poll_until(lambda: min(n.chain.head.height for n in nodes) >= start + 2, what="commits go on")
