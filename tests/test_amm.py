@@ -211,12 +211,18 @@ def test_mint_to_the_zero_address_reverts() -> None:
                                                          0, 0, ZERO_ADDRESS, FAR_DEADLINE)), "mint to the zero address")
 
 
-def test_burn_vector() -> None:
+def burn_vector() -> tuple[int, int, int, int, int, int, int]:
+    """The v2-core burn case: (deposit0, deposit1, LP burned, amount returned of each token,
+    reserve0 after, reserve1 after, totalSupply after), in base units."""
     m = re.fullmatch(r"deposit \((\d+)e18, (\d+)e18\), burn (\d+)e18 - (\d+) LP: returns (\d+)e18 - (\d+) of each "
                      r"token; reserves \((\d+), (\d+)\); totalSupply (\d+)", VECTORS["burn"])
     assert m is not None, VECTORS["burn"]
     d0, d1, lp, lp_minus, ret, ret_minus, res0, res1, supply = (int(x) for x in m.groups())
-    amount0, amount1, burned, returned = d0 * E18, d1 * E18, lp * E18 - lp_minus, ret * E18 - ret_minus
+    return d0 * E18, d1 * E18, lp * E18 - lp_minus, ret * E18 - ret_minus, res0, res1, supply
+
+
+def test_burn_vector() -> None:
+    amount0, amount1, burned, returned, res0, res1, supply = burn_vector()
     f = v2_fixture()
     f.add_liquidity(amount0, amount1)
     # amount + 1: the 1000 locked shares are not the depositor's to burn
@@ -240,11 +246,7 @@ def test_burn_vector_through_the_router_plus_one_reverts() -> None:
     # amount + 1 at the pool: the burn vector through the router's removeLiquidity with A's minimum
     # one above what the pair pays (liquidity * balance / supply, rounded down: UniswapV2Pair.burn)
     # reverts; with exactly that amount the router pays it.
-    m = re.fullmatch(r"deposit \((\d+)e18, (\d+)e18\), burn (\d+)e18 - (\d+) LP: returns (\d+)e18 - (\d+) of each "
-                     r"token; reserves \((\d+), (\d+)\); totalSupply (\d+)", VECTORS["burn"])
-    assert m is not None, VECTORS["burn"]
-    d0, d1, lp, lp_minus, ret, ret_minus, res0, res1, supply = (int(x) for x in m.groups())
-    amount0, amount1, burned, returned = d0 * E18, d1 * E18, lp * E18 - lp_minus, ret * E18 - ret_minus
+    amount0, amount1, burned, returned, res0, res1, supply = burn_vector()
     minted = math.isqrt(amount0 * amount1)  # the supply after the first deposit
     out0, out1 = burned * amount0 // minted, burned * amount1 // minted
     assert (out0, out1) == (returned, returned) and (amount0 - out0, amount1 - out1) == (res0, res1)
