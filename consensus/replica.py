@@ -388,9 +388,18 @@ class Replica:
         return self._committed(height, head_hash)
 
     def on_timeout(self) -> list[Action]:
-        """The node's progress timer fired: move to the next view (§4.4). Observers do nothing."""
+        """The node's progress timer fired: move to the next view (§4.4). Observers do nothing.
+
+        A replica already changing to view v moves on to v + 1 only once it holds 2f + 1
+        VIEW-CHANGEs for v: Castro & Liskov §4.4 start the timer of view v only then, so that no
+        honest replica runs ahead alone, view after view, where the others cannot follow (the f + 1
+        join rule then brings the laggards up, §4.5.2). Until then it offers its VIEW-CHANGE again.
+        """
         if self.index is None:
             return []
+        if not self.active and len(self._view_changes.get(self.view, {})) < self.quorum:
+            own = self._own_vc
+            return [Broadcast(own)] if own is not None and own.new_view == self.view else []
         return self._start_view_change(self.view + 1)
 
     def holds_pre_prepare(self, view: int, seq: int, block_hash: bytes) -> bool:

@@ -1066,9 +1066,14 @@ class Node:
         self.timeouts += 1
         self.metrics.timeouts.inc()
         self.last_progress = now
-        log.warning("no progress for %.1f s in view %d: moving to view %d", timeout, self.replica.view,
-                    self.replica.view + 1, extra={"view": self.replica.view + 1})
+        before = self.replica.view
         self.carry_out(self.replica.on_timeout())
+        if self.replica.view > before:
+            log.warning("no progress for %.1f s in view %d: moving to view %d", timeout, before,
+                        self.replica.view, extra={"view": self.replica.view})
+        else:  # changing view already, short of 2f + 1 VIEW-CHANGEs: offered ours again (§4.4)
+            log.warning("no progress for %.1f s while changing to view %d: waiting for a quorum of "
+                        "VIEW-CHANGEs", timeout, before, extra={"view": before})
 
     async def _ticker_loop(self) -> None:
         c = self.config.consensus

@@ -343,6 +343,32 @@ def test_f_plus_one_view_changes_pull_a_replica_along() -> None:
     assert any(isinstance(a, Broadcast) for a in out), "it sends its own VIEW-CHANGE"
 
 
+def test_a_replica_changing_view_moves_on_only_with_a_quorum_of_view_changes() -> None:
+    """§4.4: the timer of view v starts once 2f + 1 VIEW-CHANGEs for v are in. Short of them, a
+    timeout offers the replica's VIEW-CHANGE again instead of running ahead alone, view after view."""
+    sim = Sim(4, seed=6)
+    run_until(sim, 1)
+    r2 = sim.replicas[2]  # not the primary of view 1 (validator 1)
+    first = [a.message for a in r2.on_timeout() if isinstance(a, Broadcast)]
+    assert r2.view == 1 and not r2.active and len(first) == 1
+    for _ in range(5):  # alone in view 1: it stays there, offering its VIEW-CHANGE again
+        again = r2.on_timeout()
+        assert r2.view == 1 and [a.message for a in again if isinstance(a, Broadcast)] == first
+    for i in (1, 3):
+        r2.receive(next(a.message for a in sim.replicas[i].on_timeout() if isinstance(a, Broadcast)))
+    assert r2.view == 1 and not r2.active  # 2f + 1 VIEW-CHANGEs for view 1, no NEW-VIEW yet: its timer runs
+    r2.on_timeout()
+    assert r2.view == 2 and not r2.active
+
+
+def test_a_replica_that_ran_ahead_alone_no_longer_strands_the_others() -> None:
+    """The soak's seed 9020934055714197047 (n = 7, one byzantine validator, twins of another): before
+    the rule above, one honest replica climbed to view 15 alone while the others waited in view 12
+    for a quorum that could not form, and the chain stopped (LivenessFailure)."""
+    result = run_scenario(random_schedule(9020934055714197047, 7))
+    assert result.height >= 3 and result.max_view < 12
+
+
 @settings(max_examples=int(os.environ.get("QENEX_SIM_EXAMPLES", "60")), deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([4, 7]),
        events=st.lists(st.tuples(st.sampled_from(["crash", "restart", "timeout", "drop"]), st.integers(0, 6)),
