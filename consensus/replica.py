@@ -107,6 +107,9 @@ class PersistVote:
     block_hash: Hash32
     block: Block | None = None
     """For a PRE-PREPARE: the block itself, so a restarted primary proposes the same one again."""
+    view_change: ViewChange | None = None
+    """For a VIEW-CHANGE: the signed message itself, so a restarted replica offers the same one again
+    (``own_view_change`` of the constructor) instead of signing a second one for that view."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,7 @@ class Replica:
         genesis_hash: Hash32 | None = None,
         checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL,
         stable_checkpoint: StableCheckpoint | None = None,
+        own_view_change: ViewChange | None = None,
     ) -> None:
         """Start at committed ``height`` with head ``head_hash``.
 
@@ -221,7 +225,9 @@ class Replica:
         ``votes`` are the records of earlier ``PersistVote`` actions, keyed (kind, view, seq), and
         ``prepared`` the last ``PersistPrepared`` one; ``head_certificate`` proves the head (None at
         height 0); ``genesis_hash`` is the head hash of height 0 (default ``head_hash``);
-        ``stable_checkpoint`` is the last ``CheckpointStable`` proof (it sets the low watermark).
+        ``stable_checkpoint`` is the last ``CheckpointStable`` proof (it sets the low watermark);
+        ``own_view_change`` the VIEW-CHANGE of the last ``PersistVote`` that carried one (offered again
+        while that view change is still under way).
         Raises ``ValueError`` for n < 1 or an index outside the set.
         """
         if n < 1 or (index is not None and not 0 <= index < n):
@@ -255,6 +261,9 @@ class Replica:
         installed = [k[1] for k in self._votes if k[0] == NEW_VIEW]
         self.view = max([view, *changed, *installed])
         self.active = self.view == view or self.view in installed
+        if (own_view_change is not None and not self.active and own_view_change.new_view == self.view
+                and own_view_change.validator == index):
+            self._own_vc = own_view_change
         if checkpoint_interval < 1:
             raise ValueError("the checkpoint interval is at least 1")
         self.checkpoint_interval = checkpoint_interval
@@ -598,7 +607,7 @@ class Replica:
         vc = dataclasses.replace(vc, signature=self._sign(view_change_signing_bytes(self.chain_id, vc)))
         self._own_vc = vc
         self._votes[(VIEW_CHANGE, target, 0)] = ZERO_HASH
-        actions: list[Action] = [PersistVote(VIEW_CHANGE, target, 0, ZERO_HASH), Broadcast(vc)]
+        actions: list[Action] = [PersistVote(VIEW_CHANGE, target, 0, ZERO_HASH, view_change=vc), Broadcast(vc)]
         return actions + self._add_view_change(vc)
 
     def _check_prepared(self, p: PreparedCertificate) -> None:

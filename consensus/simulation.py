@@ -580,9 +580,10 @@ class Sim:
         height = max(self.committed[i], default=0)
         head, cert = self.committed[i][height] if height else (ZERO_HASH, None)
         votes = {(p.kind, p.view, p.seq): p.block_hash for p in self.persisted[i] if p.seq > height or p.kind >= 4}
+        own_vc = next((p.view_change for p in reversed(self.persisted[i]) if p.view_change is not None), None)
         self.replicas[i] = self._replica(self.index_of[i], height=height, head_hash=head, votes=votes,
                                          head_certificate=cert, prepared=self.prepared.get(i),
-                                         stable_checkpoint=self.stable.get(i))
+                                         stable_checkpoint=self.stable.get(i), own_view_change=own_vc)
         self.timer_start[i] = self.now_ms  # a new process: a fresh timer
         self.expiries[i] = 0
 

@@ -213,6 +213,7 @@ class Node:
             prepared=self._load_record(b"prepared", PreparedCertificate), genesis_hash=genesis.hash,
             checkpoint_interval=genesis.param("checkpointInterval", pbft.DEFAULT_CHECKPOINT_INTERVAL),
             stable_checkpoint=self._load_record(b"checkpoint", StableCheckpoint),
+            own_view_change=self._load_record(b"viewchange", ViewChange),
         )
         self._executed: dict[Hash32, _Executed] = {}
         self._waiters: dict[Hash32, trio.Event] = {}
@@ -350,6 +351,10 @@ class Node:
     def _persist_vote(self, a: pbft.PersistVote) -> None:
         if a.block is not None:  # a pre-prepare: keep the block, so a restart proposes the same one
             self.chain.put_record(b"proposal" + encode((a.view, a.seq)), a.block.encode())
+        if a.view_change is not None:  # the signed VIEW-CHANGE, offered again after a restart
+            self.chain.kv.write([(b"k/viewchange", a.view_change.encode()),
+                                 (b"k/vote" + encode((a.kind, a.view, a.seq)), a.block_hash)], sync=True)
+            return
         self.chain.put_record(b"vote" + encode((a.kind, a.view, a.seq)), a.block_hash)
 
     def _old_view_ops(self) -> list[WriteOp]:

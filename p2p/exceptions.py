@@ -92,6 +92,14 @@ class SessionExhausted(P2PError):
     """
 
 
+class SessionClosed(P2PError):
+    """Raised when sealing on a session whose peer already sent a frame that failed to open.
+
+    A local condition of the connection being torn down (its reader failed first): the writer stops
+    and the connection closes; the peer was already charged for the bad frame.
+    """
+
+
 class ConnectionFailed(P2PError):
     """Raised when a TCP connection to a peer cannot be opened, or breaks (EOF, reset, failed I/O).
 

@@ -67,7 +67,14 @@ from typing import Any, Final, Literal
 import trio
 
 from crypto.keys import Address, KeyPair, address_of
-from p2p.exceptions import ConnectionFailed, HandshakeFailed, P2PError, RemoteProtocolError, SessionExhausted
+from p2p.exceptions import (
+    ConnectionFailed,
+    HandshakeFailed,
+    P2PError,
+    RemoteProtocolError,
+    SessionClosed,
+    SessionExhausted,
+)
 from p2p.framing import DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT, FrameDecoder, encode_frame
 from p2p.handshake import MAX_HANDSHAKE_MESSAGE, Handshake, Role
 from p2p.limits import PENALTY_BAD_FRAME, PENALTY_BAD_MESSAGE, AttemptLimiter, PeerScores, TokenBucket
@@ -796,13 +803,18 @@ class PeerNetwork:
                 if not conn.urgent and not conn.bulk:
                     conn.wake = trio.Event()
                     await conn.wake.wait()
+                # the reader may have failed the session and cancelled the connection while this task
+                # was already scheduled to run again: a cancel is only delivered at a checkpoint
+                await trio.lowlevel.checkpoint_if_cancelled()
+                if conn.session.failed:
+                    return
                 frames = [self._take(conn)]
                 size = len(frames[0])
                 while size < WRITE_BATCH and (conn.urgent or conn.bulk):
                     frames.append(self._take(conn))
                     size += len(frames[-1])
                 await _send_all(conn.stream, b"".join(frames), self.counters)
-        except (ConnectionFailed, SessionExhausted) as err:
+        except (ConnectionFailed, SessionExhausted, SessionClosed) as err:
             self._log.failure(f"{conn} closed", err)
         finally:
             conn.cancel_scope.cancel()

@@ -45,7 +45,7 @@ from typing import Final
 from crypto.aead import KEY_LEN, TAG_LEN, chacha20poly1305_open, chacha20poly1305_seal
 from crypto.exceptions import InvalidCiphertext
 from crypto.kex import SHARED_SECRET_LEN, X25519_KEY_LEN, hkdf_sha256
-from p2p.exceptions import DecryptionFailed, FrameTooLarge, SessionExhausted
+from p2p.exceptions import DecryptionFailed, FrameTooLarge, SessionClosed, SessionExhausted
 from p2p.framing import DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT
 
 __all__ = [
@@ -212,10 +212,10 @@ class SecureSession:
         Raises:
             ValueError: ``plaintext`` is longer than ``max_message`` (a local bug: we tried to send it).
             SessionExhausted: this direction has sealed ``2**64 - 1`` frames.
-            RuntimeError: the session already failed.
+            SessionClosed: the session already failed (a frame from the peer did not open).
         """
         if self._error is not None:
-            raise RuntimeError("the session failed; open a new connection")
+            raise SessionClosed("the session failed; open a new connection")
         if len(plaintext) > self._max_message:
             raise ValueError(f"message of {len(plaintext)} bytes is over the limit of {self._max_message} bytes")
         direction = self._send

@@ -361,6 +361,28 @@ def test_a_replica_changing_view_moves_on_only_with_a_quorum_of_view_changes() -
     assert r2.view == 2 and not r2.active
 
 
+def test_a_restarted_replica_offers_its_recorded_view_change_again() -> None:
+    """Every replica times out to view 1 and all the VIEW-CHANGEs are lost; then replicas 0 and 1 crash
+    and restart one after the other. Each comes back changing to view 1 with the VIEW-CHANGE it
+    recorded (not a second one, not none), offers it again, and the view change completes."""
+    sim = Sim(4, seed=11)
+    run_until(sim, 1)
+    for i in range(4):
+        sim.carry_out(i, sim.replicas[i].on_timeout())
+    sim.pool.clear()  # every VIEW-CHANGE lost
+    recorded = {i: sim.replicas[i]._own_vc for i in (0, 1)}
+    for i in (0, 1):
+        sim.crash(i)
+        sim.restart(i)
+        r = sim.replicas[i]
+        assert (r.view, r.active) == (1, False) and r._own_vc == recorded[i]
+        again = [a.message for a in r.on_timeout() if isinstance(a, Broadcast)]
+        assert again == [recorded[i]], "the same signed VIEW-CHANGE, offered again"
+    run_until(sim, 3)
+    assert all(sim.replicas[i].view >= 1 and sim.replicas[i].height >= 3 for i in range(4))
+    sim.check_safety()
+
+
 def test_a_replica_that_ran_ahead_alone_no_longer_strands_the_others() -> None:
     """The soak's seed 9020934055714197047 (n = 7, one byzantine validator, twins of another): before
     the rule above, one honest replica climbed to view 15 alone while the others waited in view 12
