@@ -257,12 +257,21 @@ class Node:
     # --- consensus records --------------------------------------------------------------------
 
     def _load_votes(self) -> dict[tuple[int, int, int], Hash32]:
+        """The vote records (``k/vote`` + encoded (kind, view, seq) -> 32-byte block hash) that still
+        bind this replica: votes above the head, and VIEW-CHANGE / NEW-VIEW records. They are its
+        double-sign protection, so an unreadable one stops the start (``StoreCorrupted``) rather than
+        being skipped."""
         votes = {}
         for key, value in self.chain.kv.iterate(b"k/vote"):
             try:
-                kind, view, seq = decode_value(key[len(b"k/vote") :])
-            except (DecodeError, ValueError):
-                continue
+                record = decode_value(key[len(b"k/vote") :])
+            except DecodeError as err:
+                raise StoreCorrupted(f"unreadable vote record key 0x{key.hex()}: {err}") from err
+            if (type(record) is not tuple or len(record) != 3 or not all(type(x) is int for x in record)
+                    or record[0] not in KIND_NAMES or len(value) != 32):
+                raise StoreCorrupted(f"malformed vote record 0x{key.hex()} -> {len(value)} bytes (want an "
+                                     "encoded (kind, view, seq) naming a 32-byte block hash)")
+            kind, view, seq = record
             if seq > self.chain.head.height or kind in (VIEW_CHANGE, NEW_VIEW):
                 votes[(kind, view, seq)] = Hash32(value)
         return votes

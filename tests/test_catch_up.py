@@ -18,6 +18,7 @@ import trio.testing
 from consensus.messages import (
     CHECKPOINT,
     PRE_PREPARE,
+    PREPARE,
     Checkpoint,
     PreparedCertificate,
     PrePrepare,
@@ -166,7 +167,7 @@ def stored_chain(blocks: int) -> tuple[list[NodeKeys], Node, MemoryStore]:
 
 @pytest.mark.parametrize("tamper", ["checkpoint-above-head", "checkpoint-other-block", "checkpoint-bad-signature",
                                     "checkpoint-too-few-signers", "head-certificate", "prepared-ahead",
-                                    "prepared-other-parent"])
+                                    "prepared-other-parent", "vote-unreadable-key", "vote-short-hash"])
 async def test_start_refuses_consensus_records_that_disagree_with_the_blocks(tamper: str) -> None:
     keys, node, store = stored_chain(3)
     chain = node.chain
@@ -188,6 +189,12 @@ async def test_start_refuses_consensus_records_that_disagree_with_the_blocks(tam
         key, _ = list(store.iterate(b"c/"))[-1]
         store.write([(key, certify(keys, chain.block(3), range(2)).encode())])
         expect = "commit certificate of head block 3 does not verify"
+    elif tamper == "vote-unreadable-key":  # double-sign protection must not be skipped silently
+        store.write([(b"k/vote\xc1", sha3(b"x"))])
+        expect = "unreadable vote record key"
+    elif tamper == "vote-short-hash":
+        store.write([(b"k/vote" + encode((PREPARE, 0, 4)), b"\x01" * 31)])
+        expect = "malformed vote record"
     elif tamper == "prepared-ahead":
         chain.put_record(b"prepared", prepared(keys, 5, node.build_block()))
         expect = "prepared certificate record is for seq 5, but the head is at height 3"

@@ -144,6 +144,16 @@ async def current_view(clients: list[AsyncClient]) -> int:
     return int(views.most_common(1)[0][0])
 
 
+async def votes_sent(rpc_url: str) -> float:
+    """PREPARE and COMMIT messages a node has sent (its ``qenex_p2p_messages_sent_total{type="vote"}``)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(rpc_url.rstrip("/") + "/metrics")).text
+    for line in text.splitlines():
+        if line.startswith('qenex_p2p_messages_sent_total{type="vote"}'):
+            return float(line.split()[-1])
+    raise AssertionError("no vote counter in /metrics")
+
+
 async def converge(wallets: Wallets, target: int, *, timeout: float = 60.0) -> dict[str, Any]:
     """Wait until every node reports one head (height, block hash, state root) at height >= ``target``;
     check each node serves that block with that state root; return the common status."""
@@ -298,6 +308,10 @@ async def test_kill_primary_then_the_next_primary(tmp_path: Path) -> None:
             running[victim] = await start_node(layout.nodes[victim])  # catches up from certified blocks
             await poll_until(functools.partial(height_at_least, wallets.clients[victim], top),
                              what=f"node-{victim} catches up to {top}", tolerate=STARTING)
+            # restarted, it takes part again (a new process: its vote counter starts at 0)
+            await poll_until(functools.partial(height_at_least, wallets.clients[victim], top + 3),
+                             what=f"node-{victim} follows 3 more blocks")
+            assert await votes_sent(layout.nodes[victim].rpc_url) > 0, f"restarted node-{victim} votes again"
 
         head = await converge(wallets, max(r.height for r in load.reported))
         await assert_in_every_chain(wallets, load.reported)
@@ -458,6 +472,10 @@ async def test_cut_off_a_backup_and_the_primary_then_heal(tmp_path: Path, nurser
         for p in links(backup):
             p.heal()
         await wait_height(backup, top)
+        # healed, it takes part again: it votes on the next blocks (not only catches them up)
+        voted = await votes_sent(layout.nodes[backup].rpc_url)
+        await wait_height(backup, top + 3)
+        assert await votes_sent(layout.nodes[backup].rpc_url) > voted, f"healed node-{backup} votes again"
 
         view = await current_view(wallets.clients)
         victim = view % 4
