@@ -150,6 +150,19 @@ async def _run_until_signal(node: Node, config_path: Path | None = None) -> None
             nursery.start_soon(watch)
 
 
+def _first_leaf(group: BaseExceptionGroup[ValueError]) -> ValueError:
+    """The first exception of a (possibly nested) group of ``ValueError``."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _setup_error(err: ValueError) -> int:
+    """Report a setting refused while the node starts (no traceback; it is logged at DEBUG); exit 2."""
+    logging.getLogger("qenex.node").debug("start refused", exc_info=err)
+    print(f"qenex-node: error: invalid setting: {err}", file=sys.stderr)
+    return 2
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     from node.node import data_path
     from node.setup import open_home
@@ -163,6 +176,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         node = Node(config=loaded.config, genesis=loaded.genesis, store=store, node_key=loaded.keys.node,
                     validator_key=loaded.keys.validator)
         trio.run(_run_until_signal, node, home / "config.toml")
+    except ValueError as err:  # a setting load_config let through, refused by a component's constructor
+        return _setup_error(err)
+    except BaseExceptionGroup as group:  # the same, raised in Node.run (inside its nursery)
+        refused, rest = group.split(ValueError)
+        if refused is None or rest is not None:
+            raise
+        return _setup_error(_first_leaf(refused))
     finally:
         store.close()
     logging.getLogger("qenex.node").info("stopped cleanly")

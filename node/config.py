@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from node.exceptions import ConfigError
+from p2p.framing import MAX_FRAME_LIMIT
+from p2p.session import TAG_LEN
 from state.jmt import DEFAULT_CACHE_NODES, DEFAULT_CACHE_VALUES
 
 
@@ -128,6 +130,8 @@ class P2PSection:
     max_frame_bytes: int = 16 * 1024 * 1024
     handshake_timeout_seconds: float = 5.0
     max_inbound_connections: int = 64
+    max_pending_handshakes: int = 16
+    max_pending_per_ip: int = 4
     max_attempts_per_ip: int = 30
     attempt_window_seconds: float = 10.0
     send_queue_messages: int = 1024
@@ -207,6 +211,11 @@ class NodeConfig:
         return [Observer.parse(o) for o in self.p2p.observers]
 
 
+MAX_FRAME_BYTES = MAX_FRAME_LIMIT - TAG_LEN
+"""Largest ``[p2p] max_frame_bytes``: a sealed frame (message + 16-byte tag) must fit the 4-byte length
+header (``p2p.framing.MAX_FRAME_LIMIT``); ``p2p.network.PeerNetwork`` refuses more."""
+
+
 class _Doc(NamedTuple):
     """What an option means and the unit its value is in (one of ``NUMBER_UNITS`` or ``VALUE_KINDS``)."""
 
@@ -266,10 +275,17 @@ _DOCS: dict[str, dict[str, _Doc]] = {
         "observers": _Doc("non-validator nodes allowed to connect, as <scheme>:0x<node public key> "
                           "(qenex-node show-node prints it); they follow the chain and never vote",
                           "list of node keys"),
-        "max_frame_bytes": _Doc("largest P2P message (a sealed frame adds a 16-byte tag)", "bytes"),
+        "max_frame_bytes": _Doc("largest P2P message (a sealed frame adds a 16-byte tag); at most "
+                                f"{MAX_FRAME_BYTES}", "bytes"),
         "handshake_timeout_seconds": _Doc("close a connection whose handshake is not done by then", "seconds"),
-        "max_inbound_connections": _Doc("most accepted P2P connections open at once (more are closed at "
-                                        "accept)", "connections"),
+        "max_inbound_connections": _Doc("most authenticated inbound P2P connections open at once (more are "
+                                        "closed after their handshake); connections still in the handshake "
+                                        "are not counted here", "connections"),
+        "max_pending_handshakes": _Doc("most inbound P2P connections in the handshake at once (more are closed "
+                                       "at accept); kept apart from max_inbound_connections so that half-open "
+                                       "connections never take a listed peer's slot", "connections"),
+        "max_pending_per_ip": _Doc("most inbound P2P connections in the handshake at once from one remote IP "
+                                   "(more are closed at accept)", "connections"),
         "max_attempts_per_ip": _Doc("most inbound connection attempts per remote IP within "
                                     "attempt_window_seconds", "attempts"),
         "attempt_window_seconds": _Doc("sliding window of max_attempts_per_ip", "seconds"),
@@ -409,18 +425,29 @@ def load_config(path: Path) -> NodeConfig:
                           "max_subscriptions_per_connection >= 0 and ws_queue_size >= 1 and at least twice "
                           "max_subscriptions_per_connection (one block can queue an item per subscription)")
     p2p = cfg.p2p
-    if not (p2p.max_frame_bytes >= 0 and p2p.handshake_timeout_seconds > 0 and p2p.max_inbound_connections >= 1
+    if not (0 <= p2p.max_frame_bytes <= MAX_FRAME_BYTES and p2p.handshake_timeout_seconds > 0
+            and p2p.max_inbound_connections >= 1 and p2p.max_pending_handshakes >= 1 and p2p.max_pending_per_ip >= 1
             and p2p.max_attempts_per_ip >= 1 and p2p.attempt_window_seconds > 0 and p2p.send_queue_messages >= 1
             and p2p.send_queue_bytes >= 1 and p2p.bulk_queue_messages >= 1 and p2p.bulk_queue_bytes >= 1
             and p2p.inbound_bytes_per_second >= 1 and p2p.inbound_burst_bytes >= 1
             and p2p.ban_threshold < 0 and p2p.ban_seconds > 0 and p2p.score_recovery_per_second >= 0
             and 0 < p2p.reconnect_backoff_initial_seconds <= p2p.reconnect_backoff_max_seconds):
-        raise ConfigError(f"{path}: [p2p] needs max_frame_bytes >= 0; handshake_timeout_seconds, "
-                          "attempt_window_seconds and ban_seconds > 0; max_inbound_connections, max_attempts_per_ip, "
+        raise ConfigError(f"{path}: [p2p] needs 0 <= max_frame_bytes <= {MAX_FRAME_BYTES}; handshake_timeout_seconds, "
+                          "attempt_window_seconds and ban_seconds > 0; max_inbound_connections, "
+                          "max_pending_handshakes, max_pending_per_ip, max_attempts_per_ip, "
                           "send_queue_messages, send_queue_bytes, bulk_queue_messages, bulk_queue_bytes, "
                           "inbound_bytes_per_second and inbound_burst_bytes >= 1; ban_threshold < 0; "
                           "score_recovery_per_second >= 0; 0 < reconnect_backoff_initial_seconds <= "
                           "reconnect_backoff_max_seconds")
+    cons = cfg.consensus
+    if not (cons.block_interval_ms >= 1 and cons.empty_block_interval_ms >= 0 and cons.max_block_txs >= 1
+            and cons.retransmit_ms >= 1 and cons.status_interval_ms >= 1 and cons.max_clock_drift_ms >= 1
+            and cons.view_timeout_ms >= 1):
+        raise ConfigError(f"{path}: [consensus] needs block_interval_ms, retransmit_ms, status_interval_ms, "
+                          "max_clock_drift_ms, view_timeout_ms and max_block_txs >= 1; empty_block_interval_ms >= 0")
+    mp = cfg.mempool
+    if not (mp.max_txs >= 1 and mp.max_bytes >= 1 and mp.nonce_window >= 1 and mp.ttl_seconds >= 1):
+        raise ConfigError(f"{path}: [mempool] needs max_txs, max_bytes, nonce_window and ttl_seconds >= 1")
     st = cfg.state
     if (st.retention_versions < 1 or st.prune_batch < 1 or st.prune_interval_ms < 1
             or st.cache_nodes < 0 or st.cache_values < 0):

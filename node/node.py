@@ -939,6 +939,7 @@ class Node:
             inbound=inbound_send, peer_events=events_send, max_frame_size=cfg.p2p.max_frame_bytes,
             handshake_timeout=cfg.p2p.handshake_timeout_seconds,
             max_inbound_connections=cfg.p2p.max_inbound_connections,
+            max_pending_handshakes=cfg.p2p.max_pending_handshakes, max_pending_per_ip=cfg.p2p.max_pending_per_ip,
             max_attempts_per_ip=cfg.p2p.max_attempts_per_ip, attempt_window=cfg.p2p.attempt_window_seconds,
             send_queue_bytes=cfg.p2p.send_queue_bytes, inbound_bytes_per_second=cfg.p2p.inbound_bytes_per_second,
             inbound_burst_bytes=cfg.p2p.inbound_burst_bytes, ban_threshold=cfg.p2p.ban_threshold,

@@ -15,8 +15,10 @@ The public API (``send``, ``broadcast``, ``inbound``) carries plaintext only.
 
 Limits (constructor arguments): handshake timeout; frame size checked from the 4-byte header before
 the body is buffered (``max_frame_size`` + the 16-byte tag after the handshake,
-``MAX_HANDSHAKE_MESSAGE`` during it); concurrent inbound connections; connection attempts per remote
-IP per window (refused at accept, before a byte is read); per-peer send lanes, each bounded in payloads
+``MAX_HANDSHAKE_MESSAGE`` during it); inbound connections still in the handshake, in all and per
+remote IP, and connection attempts per remote IP per window (all refused at accept, before a byte is
+read); authenticated inbound connections (counted apart, so connections still in the handshake never
+take a listed peer's slot); per-peer send lanes, each bounded in payloads
 and bytes (``send`` returns False when the lane is full, never blocks; counted in ``counters``); a
 per-peer inbound byte rate (a token bucket: an over-fast peer is read more slowly, and TCP flow
 control pushes back on it; nothing is dropped).
@@ -274,6 +276,8 @@ class PeerNetwork:
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
         max_inbound_connections: int = 64,
+        max_pending_handshakes: int = 16,
+        max_pending_per_ip: int = 4,
         max_attempts_per_ip: int = 30,
         attempt_window: float = 10.0,
         inbound_bytes_per_second: float = 64 * 1024 * 1024,
@@ -316,11 +320,18 @@ class PeerNetwork:
                 bulk lane never refuses an urgent payload.
             bulk_queue_bytes: ``bulk`` payload bytes queued per peer at most (empty lane as above).
             handshake_timeout: seconds allowed to open a connection, and again to complete the
-                handshake; a connection silent for that long is closed.
+                handshake; a connection whose handshake is not done by then is closed (an
+                authenticated connection has no idle timeout: it stays open while quiet).
             backoff_initial: seconds, first redial delay (see ``backoff_delay``).
             backoff_max: seconds, cap of the redial delay.
-            max_inbound_connections: accepted connections open at once (in the handshake or
-                authenticated); more are closed at accept.
+            max_inbound_connections: authenticated inbound connections open at once; a peer that
+                completes its handshake beyond that is closed (one replacing its own connection is
+                always taken). Connections still in the handshake do not count here: they have
+                their own, smaller caps, so they can never hold a listed peer's slot.
+            max_pending_handshakes: inbound connections in the handshake at once; more are closed
+                at accept, before a byte is read.
+            max_pending_per_ip: inbound connections in the handshake at once from one remote IP;
+                more are closed at accept, before a byte is read.
             max_attempts_per_ip: inbound connection attempts allowed per remote IP within
                 ``attempt_window``; more are closed at accept, before a byte is read.
             attempt_window: seconds, the sliding window of ``max_attempts_per_ip``.
@@ -364,6 +375,8 @@ class PeerNetwork:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
         if max_inbound_connections < 1 or max_attempts_per_ip < 1 or not attempt_window > 0:
             raise ValueError("max_inbound_connections, max_attempts_per_ip and attempt_window must be positive")
+        if max_pending_handshakes < 1 or max_pending_per_ip < 1:
+            raise ValueError("max_pending_handshakes and max_pending_per_ip must be at least 1")
         if not (0 < inbound_bytes_per_second < math.inf and inbound_burst_bytes >= 1):
             raise ValueError("inbound_bytes_per_second and inbound_burst_bytes must be positive and finite")
         if not (ban_threshold < 0 and ban_seconds > 0 and score_recovery >= 0):
@@ -389,6 +402,8 @@ class PeerNetwork:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_inbound = max_inbound_connections
+        self._max_pending = max_pending_handshakes
+        self._max_pending_per_ip = max_pending_per_ip
         self._attempts_per_ip = max_attempts_per_ip
         self._attempt_window = attempt_window
         self._inbound_rate = float(inbound_bytes_per_second)
@@ -402,7 +417,9 @@ class PeerNetwork:
             threshold=ban_threshold, decay=score_recovery, ban_seconds=ban_seconds
         )
         self._attempts: AttemptLimiter[str] = AttemptLimiter(max_attempts_per_ip, attempt_window)
-        self._inbound_open = 0
+        self._inbound_open = 0  # authenticated inbound connections being served
+        self._pending_open = 0  # inbound connections in the handshake
+        self._pending_per_ip: dict[str, int] = {}  # the same, per remote IP (no entry at 0)
         self._rng = rng if rng is not None else random.Random()
         self.counters = counters if counters is not None else TrafficCounters()
         """This network's traffic totals (see ``TrafficCounters``)."""
@@ -438,6 +455,8 @@ class PeerNetwork:
         self._running = True
         self._connections = {}
         self._inbound_open = 0
+        self._pending_open = 0
+        self._pending_per_ip = {}
         self._events = deque()
         self._events_wakeup = trio.Event()
         self._events_open = self._peer_events is not None
@@ -684,16 +703,32 @@ class PeerNetwork:
         return _Connection(hs.peer_id, stream, decoder, hs.session, direction, self._send_queue_size, bucket)
 
     async def _handle_inbound(self, stream: trio.SocketStream) -> None:
-        """Serve one accepted connection: admission limits, handshake as responder, direction, serve."""
+        """Serve one accepted connection: admission limits, handshake as responder, direction, serve.
+
+        Admission happens twice. At accept, before a byte is read: the caps on connections in the
+        handshake (``max_pending_handshakes`` in all, ``max_pending_per_ip`` from one IP) and the
+        attempts per IP. After the handshake: ``max_inbound_connections`` counts only authenticated
+        connections, so half-open handshakes from a few addresses can delay a listed peer at most
+        until one of them times out, never take its slot.
+        """
         remote = _remote(stream)
-        self._inbound_open += 1
+        ip = _remote_ip(stream)
         try:
-            if self._inbound_open > self._max_inbound:
+            if self._pending_open >= self._max_pending:
                 self._log.info(
-                    "inbound connection from %s refused: %d connections open already", remote, self._max_inbound
+                    "inbound connection from %s refused: %d connections in the handshake already",
+                    remote,
+                    self._max_pending,
                 )
                 return
-            if not self._attempts.allow(_remote_ip(stream), trio.current_time()):
+            if self._pending_per_ip.get(ip, 0) >= self._max_pending_per_ip:
+                self._log.info(
+                    "inbound connection from %s refused: %d connections from that IP in the handshake already",
+                    remote,
+                    self._max_pending_per_ip,
+                )
+                return
+            if not self._attempts.allow(ip, trio.current_time()):
                 self._log.debug(
                     "inbound connection from %s refused: over %d attempts in %g s",
                     remote,
@@ -701,11 +736,18 @@ class PeerNetwork:
                     self._attempt_window,
                 )
                 return
+            self._pending_open += 1
+            self._pending_per_ip[ip] = self._pending_per_ip.get(ip, 0) + 1
             try:
                 hs, decoder = await self._handshake(stream, Role.RESPONDER, None)
             except P2PError as err:
                 self._log.failure(f"inbound connection from {remote} refused", err)
                 return
+            finally:
+                self._pending_open -= 1
+                left = self._pending_per_ip.pop(ip) - 1
+                if left:
+                    self._pending_per_ip[ip] = left
             peer_id = hs.peer_id
             if peer_id > self._id:
                 self._log.warning(
@@ -714,9 +756,20 @@ class PeerNetwork:
                     remote,
                 )
                 return
-            await self._serve(self._connection(hs, stream, decoder, "inbound"))
+            if self._inbound_open >= self._max_inbound and peer_id not in self._connections:
+                self._log.warning(
+                    "inbound connection from %s (%s) refused: %d authenticated connections open already",
+                    _name(peer_id),
+                    remote,
+                    self._max_inbound,
+                )
+                return
+            self._inbound_open += 1
+            try:
+                await self._serve(self._connection(hs, stream, decoder, "inbound"))
+            finally:
+                self._inbound_open -= 1
         finally:
-            self._inbound_open -= 1
             await trio.aclose_forcefully(stream)
 
     async def _dial_loop(self, peer_id: Address, host: str, port: int) -> None:

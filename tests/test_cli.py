@@ -20,6 +20,7 @@ from devnet.layout import generate
 from devnet.processes import start_node, stop_node
 from node.cli import main
 from node.config import (
+    MAX_FRAME_BYTES,
     NUMBER_UNITS,
     VALUE_KINDS,
     ConsensusSection,
@@ -91,20 +92,83 @@ def test_init_writes_every_option_with_meaning_unit_and_default(tmp_path: Path, 
     assert documented[("consensus", "max_block_txs")][1] == "transactions"
 
 
-@pytest.mark.parametrize("bad", [
-    "send_queue_messages = 0", "bulk_queue_messages = 0", "bulk_queue_bytes = 0", "score_recovery_per_second = -1.0",
-    "reconnect_backoff_initial_seconds = 0.0", "reconnect_backoff_max_seconds = 0.01", "ban_threshold = 5.0",
-    "handshake_timeout_seconds = 0.0", "inbound_bytes_per_second = 0",
+@pytest.mark.parametrize(("section", "bad"), [
+    *(("p2p", bad) for bad in [
+        "send_queue_messages = 0", "bulk_queue_messages = 0", "bulk_queue_bytes = 0",
+        "score_recovery_per_second = -1.0", "reconnect_backoff_initial_seconds = 0.0",
+        "reconnect_backoff_max_seconds = 0.01", "ban_threshold = 5.0", "handshake_timeout_seconds = 0.0",
+        "inbound_bytes_per_second = 0", "max_pending_handshakes = 0", "max_pending_per_ip = 0",
+        f"max_frame_bytes = {MAX_FRAME_BYTES + 1}", "max_frame_bytes = 4294967296", "max_frame_bytes = -1",
+    ]),
+    *(("consensus", bad) for bad in [
+        "block_interval_ms = 0", "empty_block_interval_ms = -1", "max_block_txs = 0", "retransmit_ms = 0",
+        "status_interval_ms = 0", "max_clock_drift_ms = 0", "view_timeout_ms = 0", "view_timeout_ms = -5",
+    ]),
+    *(("mempool", bad) for bad in ["max_txs = 0", "max_bytes = 0", "nonce_window = 0", "ttl_seconds = 0"]),
 ])
-def test_out_of_range_p2p_settings_are_refused_at_load(tmp_path: Path, bad: str) -> None:
+def test_out_of_range_settings_are_refused_at_load(tmp_path: Path, section: str, bad: str) -> None:
     text = render_config(NodeConfig())
     option = bad.split(" = ")[0]
     [line] = [x for x in text.splitlines() if x.startswith(f"{option} = ")]
     path = tmp_path / "config.toml"
     path.write_text(text.replace(f"\n{line}\n", f"\n{bad}\n"))
-    with pytest.raises(ConfigError, match=r"\[p2p\] needs") as err:
+    with pytest.raises(ConfigError, match=rf"\[{section}\] needs") as err:
         load_config(path)
     assert option in str(err.value)  # the message names what to fix
+
+
+@pytest.mark.parametrize("good", [
+    f"max_frame_bytes = {MAX_FRAME_BYTES}", "max_frame_bytes = 0", "empty_block_interval_ms = 0",
+    "max_pending_handshakes = 1", "max_pending_per_ip = 1", "ttl_seconds = 1",
+])
+def test_settings_at_the_edge_of_their_range_load(tmp_path: Path, good: str) -> None:
+    text = render_config(NodeConfig())
+    option, value = good.split(" = ")
+    [line] = [x for x in text.splitlines() if x.startswith(f"{option} = ")]
+    path = tmp_path / "config.toml"
+    path.write_text(text.replace(f"\n{line}\n", f"\n{good}\n"))
+    cfg = load_config(path)
+    assert any(getattr(getattr(cfg, s.name), option, None) == int(value) for s in dataclasses.fields(cfg))
+
+
+def test_largest_frame_setting_is_one_the_network_takes() -> None:
+    """The bound checked at load is the one ``PeerNetwork`` enforces: just above it, the network refuses."""
+    import p2p.network
+    from crypto.keys import KeyPair
+    from crypto.signatures import ED25519
+
+    key = KeyPair.generate(ED25519)
+    inbound, _ = trio.open_memory_channel[tuple[bytes, bytes]](1)
+    args = {"identity": key, "chain_id": "c", "genesis_hash": bytes(32), "listen_host": "127.0.0.1",
+            "listen_port": 0, "peers": {}, "allowed": {key.address: (key.scheme_tag, key.public_key)},
+            "inbound": inbound}
+    p2p.network.PeerNetwork(**args, max_frame_size=MAX_FRAME_BYTES)
+    with pytest.raises(ValueError, match="max_frame_size"):
+        p2p.network.PeerNetwork(**args, max_frame_size=MAX_FRAME_BYTES + 1)
+
+
+@pytest.mark.parametrize("where", ["constructor", "run"])
+def test_start_turns_a_refused_setting_into_exit_2_without_a_traceback(
+    tmp_path: Path, passphrase: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    """A setting ``load_config`` let through but a component refuses (``ValueError``), whether the node's
+    constructor or its ``run`` (inside a nursery: an exception group) raises it: one line, exit 2."""
+    home = tmp_path / "home"
+    assert main(["init", "--home", str(home)]) == 0
+    capsys.readouterr()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("max_frame_size must be in [0, 4294967279]")
+
+    monkeypatch.setattr("node.node.PeerNetwork", refuse)  # built at the start of Node.run
+    if where == "constructor":
+        monkeypatch.setattr("node.cli.Node", refuse)
+    assert main(["start", "--home", str(home)]) == 2
+    err = capsys.readouterr().err
+    assert err == "qenex-node: error: invalid setting: max_frame_size must be in [0, 4294967279]\n"
+    store = LevelDBStore(data_path(home, load_config(home / "config.toml")))  # closed by start: reopens
+    store.close()
 
 
 def test_init_writes_the_defaults_and_refuses_a_second_init(tmp_path: Path, passphrase: str,

@@ -25,6 +25,7 @@ from crypto.keys import Address, KeyPair
 from crypto.signatures import ED25519, ML_DSA_44
 from p2p.framing import HEADER_LEN, FrameDecoder, encode_frame
 from p2p.handshake import Handshake, Role
+from p2p.limits import PENALTY_BAD_FRAME
 from p2p.network import PeerNetwork, backoff_delay
 from p2p.session import TAG_LEN, SecureSession
 from tests.conftest import poll_until
@@ -385,6 +386,65 @@ async def test_bad_bytes_close_only_that_connection(caplog: pytest.LogCaptureFix
         await wait_fully_connected([server, peer])
         assert peer.net.send(high.address, b"still alive")
         assert await receive(server, 1) == [(low.address, b"still alive")]
+        nursery.cancel_scope.cancel()
+
+
+async def test_bad_frame_while_the_writer_is_busy_closes_only_that_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: a sealed frame that fails to open arrives while the node's writer for that peer is
+    already scheduled (a backlog of messages to it): the reader fails the session and cancels the
+    connection, and the writer must stop without sealing (it used to raise out of ``run`` and crash the
+    node). Repeated 20 times with the garbage sent after a varying part of the backlog, each time with
+    a fresh listed key; afterwards the node still talks to a well-behaved peer both ways."""
+    caplog.set_level(logging.INFO, logger="qenex.p2p")
+    attempts = 20
+    keys = keys_ordered(attempts + 2)
+    good, bad_keys, hub_key = keys[0], keys[1:-1], keys[-1]
+    allowed = allowlist(*keys)
+    rng = random.Random(7)
+    async with trio.open_nursery() as nursery:
+        hub = await start_node(nursery, hub_key, allowed, {}, score_recovery=0.0, send_queue_bytes=4 << 20)
+        peer = await start_node(nursery, good, allowed, {hub_key.address: (HOST, hub.port)})
+        await wait_fully_connected([hub, peer])
+        for key in bad_keys:
+            bad = await raw_handshake(hub.port, key, allowed)
+            assert bad is not None
+            await wait_until(lambda key=key: key.address in hub.net.connected(), "the bad peer is connected")
+            threshold = rng.randrange(1, 16) * 64 * 1024  # bytes read before the garbage goes out
+            enough = trio.Event()
+
+            async def drain(stream: trio.SocketStream, threshold: int, enough: trio.Event) -> None:
+                received = 0
+                try:
+                    while data := await stream.receive_some(1 << 20):
+                        received += len(data)
+                        if received >= threshold:
+                            enough.set()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+            async def backlog(address: Address) -> None:
+                while True:  # keep the writer busy: its queue never runs dry while connected
+                    for _ in range(50):
+                        hub.net.send(address, b"x" * 20_000)
+                    await trio.lowlevel.checkpoint()
+
+            async with trio.open_nursery() as attempt:
+                attempt.start_soon(drain, bad.stream, threshold, enough)
+                attempt.start_soon(backlog, key.address)
+                with trio.fail_after(DEADLINE):
+                    await enough.wait()
+                await bad.stream.send_all(encode_frame(b"\0" * 40))  # a sealed frame that does not open
+                await wait_until(lambda key=key: key.address not in hub.net.connected(), "the bad peer was dropped")
+                attempt.cancel_scope.cancel()
+            await bad.stream.aclose()
+            assert hub.net.score(key.address) == -PENALTY_BAD_FRAME
+        assert sum("DecryptionFailed" in r.getMessage() for r in caplog.records) == attempts
+        assert hub.net.connected() == {good.address}  # run kept going: the good peer was never dropped
+        assert hub.net.send(good.address, b"still serving") and peer.net.send(hub_key.address, b"and listening")
+        assert await receive(peer, 1) == [(hub_key.address, b"still serving")]
+        assert await receive(hub, 1) == [(good.address, b"and listening")]
         nursery.cancel_scope.cancel()
 
 

@@ -654,27 +654,69 @@ async def test_attempts_per_ip_are_limited(caplog: pytest.LogCaptureFixture) -> 
         nursery.cancel_scope.cancel()
 
 
-async def test_inbound_connections_are_limited() -> None:
+async def _connect_when_room(port: int, key: KeyPair, allowed: dict[Address, tuple[int, bytes]]) -> RawPeer:
+    """Handshake as ``key``, retrying (bounded) while the node still refuses at accept: after we close
+    a connection, the node notices the close only once its handshake task runs."""
+    with trio.fail_after(DEADLINE):
+        while True:
+            await trio.testing.wait_all_tasks_blocked()
+            peer = await raw_handshake(port, key, allowed)
+            if peer is not None:
+                return peer
+
+
+async def test_half_open_handshakes_from_one_ip_are_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """Beyond ``max_pending_per_ip`` connections in the handshake from one IP, the next is refused at
+    accept (even a listed peer's); once one closes, the listed peer gets in."""
+    caplog.set_level(logging.INFO, logger="qenex.p2p")
     low, high = keys_ordered(2)
     allowed = allowlist(low, high)
     async with trio.open_nursery() as nursery:
-        server = await start_node(nursery, high, allowed, {}, max_inbound_connections=2, handshake_timeout=60.0)
+        server = await start_node(nursery, high, allowed, {}, max_pending_per_ip=2, handshake_timeout=60.0)
         idle = [await trio.open_tcp_stream(HOST, server.port) for _ in range(2)]  # both in the handshake
         await trio.testing.wait_all_tasks_blocked()
-        assert await raw_handshake(server.port, low, allowed) is None  # a third: closed at accept
+        assert await raw_handshake(server.port, low, allowed) is None  # a third from 127.0.0.1: refused
+        assert any("2 connections from that IP in the handshake" in r.getMessage() for r in caplog.records)
         await idle[0].aclose()
-
-        async def try_again() -> RawPeer | None:
-            return await raw_handshake(server.port, low, allowed)
-
-        peer: RawPeer | None = None
-        with trio.fail_after(DEADLINE):  # the server notices the close, then has room again
-            while peer is None:
-                await trio.testing.wait_all_tasks_blocked()
-                peer = await try_again()
+        peer = await _connect_when_room(server.port, low, allowed)
         await wait_until(lambda: server.net.connected() == {low.address}, "the peer is connected")
         await peer.stream.aclose()
         await idle[1].aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_pending_handshakes_never_take_a_listed_peers_slot(caplog: pytest.LogCaptureFixture) -> None:
+    """``max_pending_handshakes`` caps connections in the handshake; authenticated ones are not counted
+    against it, and connections in the handshake are not counted against ``max_inbound_connections``:
+    with more half-open handshakes than inbound slots, listed peers still connect."""
+    caplog.set_level(logging.INFO, logger="qenex.p2p")
+    a, b, c, hub = keys_ordered(4)
+    allowed = allowlist(a, b, c, hub)
+    async with trio.open_nursery() as nursery:
+        server = await start_node(
+            nursery, hub, allowed, {}, max_inbound_connections=2, max_pending_handshakes=3, max_pending_per_ip=10,
+            handshake_timeout=60.0,
+        )
+        idle = [await trio.open_tcp_stream(HOST, server.port) for _ in range(3)]  # 3 half-open > 2 inbound slots
+        await trio.testing.wait_all_tasks_blocked()
+        assert await raw_handshake(server.port, a, allowed) is None  # the pending cap is full: refused
+        assert any("3 connections in the handshake already" in r.getMessage() for r in caplog.records)
+        await idle.pop().aclose()
+        peer_a = await _connect_when_room(server.port, a, allowed)  # a slot freed: the listed peer gets in
+        await wait_until(lambda: server.net.connected() == {a.address}, "a is connected")
+        # a, now authenticated, no longer holds a pending slot: b can handshake beside the 2 half-open ones
+        peer_b = await raw_handshake(server.port, b, allowed)
+        assert peer_b is not None
+        await wait_until(lambda: server.net.connected() == {a.address, b.address}, "a and b are connected")
+        # the 2 inbound slots are full with authenticated peers: a third listed peer is refused after
+        # its handshake (the cap on authenticated connections is what refuses it, not the pending one)
+        peer_c = await raw_handshake(server.port, c, allowed)
+        assert peer_c is not None  # our side finished the handshake; the node then hangs up
+        await expect_closed(peer_c.stream)
+        assert any("2 authenticated connections open already" in r.getMessage() for r in caplog.records)
+        assert server.net.connected() == {a.address, b.address}
+        for stream in (peer_a.stream, peer_b.stream, *idle):
+            await stream.aclose()
         nursery.cancel_scope.cancel()
 
 
@@ -882,6 +924,8 @@ def test_new_configuration_errors() -> None:
         ({"send_queue_bytes": 0}, "send_queue_bytes"),
         ({"bulk_queue_size": 0}, "bulk_queue_size"),
         ({"max_inbound_connections": 0}, "max_inbound_connections"),
+        ({"max_pending_handshakes": 0}, "max_pending_handshakes"),
+        ({"max_pending_per_ip": 0}, "max_pending_per_ip"),
         ({"attempt_window": 0.0}, "attempt_window"),
         ({"inbound_bytes_per_second": 0.0}, "inbound_bytes_per_second"),
         ({"ban_threshold": 1.0}, "ban_threshold"),
