@@ -70,7 +70,8 @@ from consensus.messages import (
     vote_signing_bytes,
 )
 from crypto.exceptions import InvalidSignature
-from crypto.hashing import ZERO_HASH, Hash32
+from crypto.hashing import ZERO_HASH, Hash32, sha3
+from state.codec import encode
 from state.types import Block, CommitCertificate, ValidatorSignature
 
 Verifier = Callable[[int, bytes, bytes], None]
@@ -80,6 +81,9 @@ Signer = Callable[[bytes], bytes]
 
 DEFAULT_WINDOW = 16
 """How many sequence numbers above the next one are buffered."""
+MAX_ANSWERS = 16
+"""Most NEW-VIEWs sent in answer to one validator's lagging VIEW-CHANGEs for one view (``_answer_lagging``)."""
+
 DEFAULT_CHECKPOINT_INTERVAL = 100
 """K: a CHECKPOINT is sent after committing every K-th sequence number (§4.3)."""
 
@@ -257,6 +261,10 @@ class Replica:
         self._later: dict[int, list[PrePrepare | Vote]] = {}
         self._own_vc: ViewChange | None = None
         self._own_nv: NewView | None = None
+        self._installed_nv: NewView | None = None
+        self._answered: dict[tuple[int, int], int] = {}
+        """How often we answered a lagging VIEW-CHANGE, by (validator, view), with our NEW-VIEW."""
+        """The NEW-VIEW of the installed view (a conflicting one of its primary is evidence)."""
         changed = [k[1] for k in self._votes if k[0] == VIEW_CHANGE]
         installed = [k[1] for k in self._votes if k[0] == NEW_VIEW]
         self.view = max([view, *changed, *installed])
@@ -353,7 +361,8 @@ class Replica:
         stale = message.view < self.view or message.seq <= self.height
         if stale and self._seen_before(message):
             return []
-        self._check_signature(message)
+        if not self._seen_before(message, exact=True):  # a byte-identical copy of a verified message
+            self._check_signature(message)              # is as valid as it: no second verification
         actions = self._note_equivocation(message)
         if stale:
             return actions
@@ -361,7 +370,7 @@ class Replica:
             later = self._later.setdefault(message.view, [])
             if len(later) < 64 * self.n:
                 later.append(message)  # replayed once that view is installed
-            return actions
+            return actions + (self._behind_a_quorum_view() if message.view > self.view else [])
         if message.seq > self.next_seq:
             self._future.setdefault(message.seq, []).append(message)
             return actions
@@ -468,12 +477,13 @@ class Replica:
         except InvalidSignature as err:
             raise InvalidMessage(f"bad signature from validator {m.validator}: {err}") from err
 
-    def _seen_before(self, m: PrePrepare | Vote) -> bool:
+    def _seen_before(self, m: PrePrepare | Vote, *, exact: bool = False) -> bool:
         """Whether a verified message of ``m``'s signer for the same kind, view, sequence number and
-        block was already noted (so ``m`` is a copy and needs no signature check)."""
+        block was already noted (so ``m`` is a copy and needs no signature check); with ``exact``,
+        also with the same signature bytes (a retransmitted or replayed copy)."""
         kind = PRE_PREPARE if isinstance(m, PrePrepare) else m.kind
         first = self._seen.get((kind, m.view, m.seq, m.validator))
-        return first is not None and first[0] == m.block_hash
+        return first is not None and first[0] == m.block_hash and (not exact or first[1] == m.signature)
 
     def _note_equivocation(self, m: PrePrepare | Vote) -> list[Action]:
         kind = PRE_PREPARE if isinstance(m, PrePrepare) else m.kind
@@ -646,14 +656,44 @@ class Replica:
 
     def _on_view_change(self, vc: ViewChange) -> list[Action]:
         if vc.new_view < self.view or (vc.new_view == self.view and self.active):
-            return []  # stale: that view is installed or passed
+            return self._answer_lagging(vc)  # stale: that view is installed or passed
         if vc.new_view > self.view + self.window:
             return []
         known = self._view_changes.get(vc.new_view, {}).get(vc.validator)
         if known is not None:
-            return []
+            return self._conflicting_view_message(VIEW_CHANGE, vc.new_view, known, vc)
         self._check_view_change(vc)
         return self._add_view_change(vc)
+
+    def _answer_lagging(self, vc: ViewChange) -> list[Action]:
+        """A VIEW-CHANGE for a view at or below our installed one: its sender missed the NEW-VIEW that
+        installed our view (or a later one). Offer it that NEW-VIEW, which proves the view with its
+        2f + 1 VIEW-CHANGEs, so the sender installs it and votes again instead of waiting alone for
+        a quorum that has moved on. At most ``MAX_ANSWERS`` times per sender and view (its
+        VIEW-CHANGE is retransmitted, and an answer can be lost too), and only for a VIEW-CHANGE whose
+        signature verifies (a forged one cannot make us broadcast)."""
+        nv = self._installed_nv
+        key = (vc.validator, self.view)
+        if (not self.active or nv is None or nv.view != self.view or vc.validator == self.index
+                or not 0 <= vc.validator < self.n or self._answered.get(key, 0) >= MAX_ANSWERS):
+            return []
+        try:
+            self._verify(vc.validator, view_change_signing_bytes(self.chain_id, vc), vc.signature)
+        except InvalidSignature as err:
+            raise InvalidMessage(f"bad view-change signature from {vc.validator}") from err
+        self._answered[key] = self._answered.get(key, 0) + 1
+        return [Broadcast(nv)]
+
+    def _behind_a_quorum_view(self) -> list[Action]:
+        """Messages of views above ours from f + 1 distinct validators (so from at least one honest
+        one): the others installed a later view whose NEW-VIEW we missed. Start a view change, whose
+        VIEW-CHANGE those replicas answer with their NEW-VIEW (``_answer_lagging``)."""
+        if not self.active or self.index is None:
+            return []
+        senders = {m.validator for v, msgs in self._later.items() if v > self.view for m in msgs}
+        if len(senders) < self.f + 1:
+            return []
+        return self._start_view_change(self.view + 1)
 
     def _add_view_change(self, vc: ViewChange) -> list[Action]:
         self._view_changes.setdefault(vc.new_view, {}).setdefault(vc.validator, vc)
@@ -701,7 +741,32 @@ class Replica:
         actions += [PersistVote(NEW_VIEW, view, 0, ZERO_HASH), Broadcast(nv)]
         return actions + self._install(nv, best)
 
+    def _conflicting_view_message(self, kind: int, view: int, first: ViewChange | NewView,
+                                  second: ViewChange | NewView) -> list[Action]:
+        """``second`` is a VIEW-CHANGE (``kind`` VIEW_CHANGE) or NEW-VIEW (NEW_VIEW) for ``view`` from
+        the validator that already sent ``first`` for it. A copy changes nothing; different signed
+        content under a valid signature is equivocation (an honest replica sends one per view,
+        Castro & Liskov §4.2, §4.4): ``Evidence`` (kind, view, seq 0, the two messages' digests
+        SHA3-256(encode(unsigned fields)) and signatures). Raises ``InvalidMessage`` for a bad signature."""
+        if second.unsigned() == first.unsigned():
+            return []
+        if isinstance(second, ViewChange):
+            signed = view_change_signing_bytes(self.chain_id, second)
+        else:
+            signed = new_view_signing_bytes(self.chain_id, second)
+        try:
+            self._verify(second.validator, signed, second.signature)
+        except InvalidSignature as err:
+            raise InvalidMessage(f"bad {'view-change' if kind == VIEW_CHANGE else 'new-view'} signature "
+                                 f"from {second.validator}") from err
+        return self._record_evidence(Evidence(kind, view, 0, second.validator, sha3(encode(first.unsigned())),
+                                              first.signature, sha3(encode(second.unsigned())), second.signature))
+
     def _on_new_view(self, nv: NewView) -> list[Action]:
+        installed = self._installed_nv
+        if (nv.view == self.view and self.active and installed is not None and installed.view == nv.view
+                and installed.validator == nv.validator):
+            return self._conflicting_view_message(NEW_VIEW, nv.view, installed, nv)
         if nv.view < self.view or (nv.view == self.view and self.active):
             return []
         if nv.validator != self.primary(nv.view):
@@ -736,6 +801,8 @@ class Replica:
     def _install(self, nv: NewView, best: ViewChange) -> list[Action]:
         self.view = nv.view
         self.active = True
+        self._installed_nv = nv
+        self._answered.clear()
         for key in [k for k in self._slots if k[0] < nv.view]:
             del self._slots[key]
         for v in [v for v in self._view_changes if v <= nv.view]:

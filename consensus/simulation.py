@@ -6,7 +6,8 @@ seed and schedule. Time is rounds of ``tick_ms`` virtual milliseconds: in each r
 messages due are released, primaries propose, messages are delivered through the node's wire codec
 (``node.messages.pack_consensus`` / ``unpack``) in an order the ``reorder`` rate shuffles (dropped,
 duplicated, held back for a few rounds, or stopped by a partition), lagging replicas catch up from
-certified blocks (as the node does), replicas retransmit, and every replica's view-change timer is
+certified blocks (as the node does), replicas retransmit (each once no block committed for
+``retransmit_ms``, with the node's backoff), and every replica's view-change timer is
 checked against the virtual clock. The timer follows ``node.node.Node._check_view_timer``: it
 expires ``view_timeout_ms * 2 ** min(expiries, 5)`` after the last progress, an expiry doubles the
 next wait, an installed view restarts it and a commit resets the backoff. A round in which nothing
@@ -102,6 +103,11 @@ MAX_BACKOFF_EXPONENT: Final = 5
 LIVENESS_ROUNDS: Final = 600
 """Rounds (of ``tick_ms``) within which every honest replica must move on once the faults stopped:
 enough for the longest backed-off timeout (32 x 1 s = 128 rounds) to expire a few times."""
+RETRANSMIT_MS: Final = 1000
+"""Default ``Sim.retransmit_ms``: ``node.config.ConsensusSection.retransmit_ms``'s default."""
+MAX_RETRANSMIT_EXPONENT: Final = 4
+"""The wait between retransmissions doubles per retransmission without a commit, up to 2 ** 4 times
+(``node.node.Node._ticker_loop``)."""
 MAX_HELD: Final = 20_000
 """Most messages held back at once; beyond it a held message is lost."""
 
@@ -160,6 +166,9 @@ class Sim:
     checkpoint_interval: int = 3
     tick_ms: int = 250
     view_timeout_ms: int = 1000
+    retransmit_ms: int = RETRANSMIT_MS
+    """A live replica re-sends its own undecided messages once no block committed for this long,
+    then after twice that, four times... (up to 16x; reset by a commit), as the node's ticker does."""
     byzantine: dict[int, set[str]] = field(default_factory=dict)
     keys: list[KeyPair] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
@@ -191,6 +200,8 @@ class Sim:
     """Frames the wire decoder refused (part of ``rejected``)."""
     garbage: int = 0
     """Corrupted frames byzantine replicas sent."""
+    replays: int = 0
+    """Old messages (of any sender) byzantine replicas sent again (the ``replay`` behaviour)."""
     delayed: int = 0
     """Messages held back (by ``delay`` or a holding cut link)."""
     round: int = 0
@@ -199,6 +210,12 @@ class Sim:
     """Per instance: view-change timer expiries since its last commit (the backoff exponent)."""
     timer_start: list[int] = field(default_factory=list)
     """Per instance: virtual ms of its last progress (the timer runs from there)."""
+    last_commit_ms: list[int] = field(default_factory=list)
+    """Per instance: virtual ms of its last commit (or start); retransmission waits from there."""
+    last_retransmit_ms: list[int] = field(default_factory=list)
+    """Per instance: virtual ms of its last retransmission (or start)."""
+    retransmits: list[int] = field(default_factory=list)
+    """Per instance: retransmissions since its last commit (the retransmission backoff exponent)."""
     timeouts_fired: int = 0
     max_expiries: int = 0
     blocks: dict[Hash32, Block] = field(default_factory=dict)
@@ -225,6 +242,9 @@ class Sim:
             self.state_roots.append({})
             self.expiries.append(0)
             self.timer_start.append(0)
+            self.last_commit_ms.append(0)
+            self.last_retransmit_ms.append(0)
+            self.retransmits.append(0)
 
     def _replica(self, index: int, **restore: object) -> Replica:
         key = self.keys[index]
@@ -381,6 +401,7 @@ class Sim:
         if "bad-signature" in behaviour and self.rng.random() < 0.5:
             message = dataclasses.replace(message, signature=self.rng.randbytes(len(message.signature)))
         if "replay" in behaviour and self.sent and self.rng.random() < 0.5:
+            self.replays += 1
             self._send(i, self.rng.choice(self.sent))
         self.sent.append(message)
         if len(self.sent) > 500:
@@ -392,6 +413,8 @@ class Sim:
         self.timer_start[i] = self.now_ms
         if commit:
             self.expiries[i] = 0
+            self.last_commit_ms[i] = self.now_ms
+            self.retransmits[i] = 0
 
     def carry_out(self, i: int, actions: list[Action]) -> None:
         """Carry out instance ``i``'s actions as the node would."""
@@ -586,6 +609,8 @@ class Sim:
                                          stable_checkpoint=self.stable.get(i), own_view_change=own_vc)
         self.timer_start[i] = self.now_ms  # a new process: a fresh timer
         self.expiries[i] = 0
+        self.last_commit_ms[i] = self.last_retransmit_ms[i] = self.now_ms
+        self.retransmits[i] = 0
 
     def isolate(self, index: int) -> None:
         """Cut every link to and from the instances holding validator ``index``."""
@@ -633,10 +658,29 @@ class Sim:
     def jump(self) -> None:
         """Move the clock to the next event (a timer deadline or a held message's release) and fire
         the timers due; a quiet network makes the skipped rounds pointless (see the module docstring)."""
-        ticks = [-(-self.deadline(i) // self.tick_ms) for i in self.live()]
+        ticks = [-(-min(self.deadline(i), self.retransmit_due(i)) // self.tick_ms) for i in self.live()]
         ticks += [h[0] for h in self.held]
         self.round = max(self.round, min(ticks, default=self.round + 1))
         self.fire_timers()
+
+    def retransmit_due(self, i: int) -> int:
+        """Virtual ms from which instance ``i`` retransmits (``node.node.Node._ticker_loop``): once
+        ``retransmit_ms`` passed without a commit (or at once while it changes view) and
+        ``retransmit_ms * 2 ** min(retransmissions since that commit, 4)`` since its last retransmission."""
+        wait = self.retransmit_ms << min(self.retransmits[i], MAX_RETRANSMIT_EXPONENT)
+        if not self.replicas[i].active:  # changing view: commits learnt by catch-up do not hold it back
+            return self.last_retransmit_ms[i] + wait
+        return max(self.last_commit_ms[i] + self.retransmit_ms, self.last_retransmit_ms[i] + wait)
+
+    def retransmit(self) -> None:
+        """Every live instance whose ``retransmit_due`` has come re-sends its own undecided messages
+        (``Replica.retransmit``)."""
+        for i in self.live():
+            if self.retransmit_due(i) <= self.now_ms:
+                self.last_retransmit_ms[i] = self.now_ms
+                self.retransmits[i] += 1
+                for m in self.replicas[i].retransmit():
+                    self.carry_out(i, [Broadcast(m)])
 
     def timeout(self) -> None:
         """Fire every live replica's view-change timer now (a spurious expiry everywhere)."""
@@ -662,9 +706,7 @@ class Sim:
                 self.carry_out(i, r.propose(block))
         self.deliver_all()
         self.catch_up()
-        for i in self.live():
-            for m in self.replicas[i].retransmit():
-                self.carry_out(i, [Broadcast(m)])
+        self.retransmit()
         self.deliver_all()
         self.catch_up()
         self.fire_timers()
@@ -689,6 +731,46 @@ class Sim:
             f"no progress to height {height} in {rounds} rounds (seed {self.seed}); heights "
             f"{[r.height for r in self.replicas]}, views {[r.view for r in self.replicas]}, "
             f"timer expiries {self.expiries}")
+
+    def signers_above(self, height: int) -> set[int]:
+        """Validator indexes among the signers of a commit certificate that an honest instance holds
+        for a block above ``height``."""
+        return {s.validator for i in self.honest() for h, (_, cert) in self.committed[i].items() if h > height
+                for s in cert.signatures}
+
+    def waiting_one_view_ahead(self) -> set[int]:
+        """Validator indexes of live honest instances changing (not active) to exactly one view above
+        the highest view the other live honest instances installed. That is where Castro & Liskov's
+        §4.4 leave a replica whose timer expired alone: it may not go back to the view it left (its
+        VIEW-CHANGE could then miss what it prepares there) and joins the others at their next view
+        change. Two or more views ahead it ran ahead alone (the bug fixed in ``Replica.on_timeout``)."""
+        live = [i for i in self.live() if i in self.honest()]
+        waiting = set()
+        for i in live:
+            r = self.replicas[i]
+            installed = [self.replicas[j].view for j in live if j != i and self.replicas[j].active]
+            if not r.active and installed and r.view == max(installed) + 1:
+                waiting.add(self.index_of[i])
+        return waiting
+
+    def run_until_signed(self, height: int, rounds: int = 120, *, excuse_waiting: bool = False) -> int:
+        """Rounds of virtual time until every live honest instance's validator signed (is among the
+        signers of) a commit certificate of a block above ``height``: it votes again, not only
+        catches up. ``excuse_waiting``: a validator in ``waiting_one_view_ahead`` need not sign.
+        Raises ``LivenessFailure`` naming the silent validators after ``rounds``."""
+        start = self.round
+        while True:
+            silent = sorted({self.index_of[i] for i in self.live() if i in self.honest()} - self.signers_above(height)
+                            - (self.waiting_one_view_ahead() if excuse_waiting else set()))
+            if not silent:
+                return self.round - start
+            if self.round - start >= rounds:
+                raise LivenessFailure(
+                    f"validators {silent} signed no commit certificate above height {height} in {rounds} rounds "
+                    f"(seed {self.seed}): they catch up but do not take part; heights "
+                    f"{[r.height for r in self.replicas]}, views {[r.view for r in self.replicas]}, "
+                    f"active {[r.active for r in self.replicas]}")
+            self.tick()
 
     def check_safety(self) -> None:
         """Raise ``SafetyViolation`` if two honest replicas committed different blocks at one height,
@@ -836,6 +918,10 @@ class ScenarioResult:
     max_backoff: int = 0
     chain: bytes = b""
     wrong_roots: int = 0
+    failover_rounds: int | None = None
+    """Rounds the live replicas took, once healed, to commit two blocks further and each sign a
+    commit certificate again after the primary of the highest view crashed (None: not run, as
+    the faulty validators leave no crash to spare)."""
 
 
 def _apply(sim: Sim, fault: Fault, budget: int) -> bool:
@@ -878,8 +964,22 @@ def _apply(sim: Sim, fault: Fault, budget: int) -> bool:
 
 def run_scenario(schedule: Schedule) -> ScenarioResult:
     """Run ``schedule``: each fault then one round (checking safety after every round), then heal
-    every link, stop loss and delay, restart the crashed, and check that every honest replica gets
-    two blocks further within ``LIVENESS_ROUNDS`` rounds.
+    every link, stop loss and delay, restart the crashed, and check liveness:
+
+    1. every live honest replica gets two blocks further within ``LIVENESS_ROUNDS`` rounds, and then
+       (within ``LIVENESS_ROUNDS`` more) each one's validator signs the commit certificate of a
+       block committed after the heal: it takes part again, not only catches up (a replica that
+       only fetches certified blocks gains height without voting). Excused: a replica changing
+       alone to one view above the others' (``Sim.waiting_one_view_ahead``), which PBFT lets rejoin
+       only at the others' next view change;
+    2. if the faulty validators (byzantine and twinned) leave a crash to spare (fewer than f), the
+       primary of the highest honest view is crashed and stays down, and the same two conditions
+       must hold again, each within ``LIVENESS_ROUNDS`` rounds, with no one excused (§4.4: the
+       view change that follows brings every live replica back). The primary crashed is that of
+       the highest view a live honest replica installed (a replica waiting one view ahead has
+       installed none).
+
+    The result's ``recovery_rounds`` counts step 1, ``failover_rounds`` step 2.
 
     Raises ``ValueError`` for a malformed schedule, ``SafetyViolation`` or ``LivenessFailure``
     naming the seed and the schedule (``run_scenario(<that schedule>)`` replays it).
@@ -902,8 +1002,23 @@ def run_scenario(schedule: Schedule) -> ScenarioResult:
         sim.cut_holds = False
         for i in sorted(sim.crashed):
             sim.restart(i)
-        rounds = sim.run_until(max(sim.replicas[i].height for i in sim.honest()) + 2, LIVENESS_ROUNDS)
+        healed = max(sim.replicas[i].height for i in sim.honest())
+        rounds = sim.run_until(healed + 2, LIVENESS_ROUNDS)
+        rounds += sim.run_until_signed(healed, LIVENESS_ROUNDS, excuse_waiting=True)
         sim.check_safety()
+        failover = None
+        if len(sim.faulty_indexes()) + len(sim.crashed) < schedule.f:
+            live = [i for i in sim.honest() if i in sim.live()]
+            views = [sim.replicas[i].view for i in live if sim.replicas[i].active]
+            primary = sim.replicas[live[0]].primary(max(views, default=max(sim.replicas[i].view for i in live)))
+            for i, x in enumerate(sim.index_of):
+                if x == primary:
+                    sim.crash(i)
+            faults.append(f"crash primary {primary} after healing")
+            top = max(sim.replicas[i].height for i in sim.honest() if i in sim.live())
+            failover = sim.run_until(top + 2, LIVENESS_ROUNDS)
+            failover += sim.run_until_signed(top, LIVENESS_ROUNDS)
+            sim.check_safety()
     except (SafetyViolation, LivenessFailure) as err:
         raise type(err)(f"{err}\nreplay: run_scenario({schedule!r})") from err
     honest = sim.honest()
@@ -911,4 +1026,5 @@ def run_scenario(schedule: Schedule) -> ScenarioResult:
     return ScenarioResult(schedule.seed, n, tuple(faults), min(sim.replicas[i].height for i in honest),
                           max(r.view for r in sim.replicas), sim.rejected, rounds,
                           rounds * sim.tick_ms, sim.decode_errors, sim.garbage, sim.delayed,
-                          len(sim.evidence), sim.timeouts_fired, sim.max_expiries, chain, sim.wrong_roots)
+                          len(sim.evidence), sim.timeouts_fired, sim.max_expiries, chain, sim.wrong_roots,
+                          failover)

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from consensus.messages import CHECKPOINT, COMMIT, KIND_NAMES, PRE_PREPARE, PREPARE
+from consensus.messages import CHECKPOINT, COMMIT, KIND_NAMES, NEW_VIEW, PRE_PREPARE, PREPARE, VIEW_CHANGE
 from node import messages as M
 from p2p.network import TrafficCounters
 
@@ -58,9 +58,10 @@ REJECT_REASONS = (
 DROP_REASONS = ("evicted", "replaced", "expired", "rejected", "flushed")
 """Values of the ``reason`` label of ``qenex_mempool_dropped`` (first word of ``Node._record_dropped``'s reason)."""
 
-EVIDENCE_KINDS = tuple(KIND_NAMES[k] for k in (PRE_PREPARE, PREPARE, COMMIT, CHECKPOINT))
+EVIDENCE_KINDS = tuple(KIND_NAMES[k] for k in (PRE_PREPARE, PREPARE, COMMIT, VIEW_CHANGE, NEW_VIEW, CHECKPOINT))
 """Values of the ``kind`` label of ``qenex_equivocations_detected``: every kind the replica records
-evidence for (conflicting votes, ``Replica._record_evidence``, and conflicting CHECKPOINTs for one seq)."""
+evidence for (conflicting votes, ``Replica._record_evidence``; conflicting VIEW-CHANGEs and NEW-VIEWs
+for one view; conflicting CHECKPOINTs for one seq)."""
 
 
 class _NodeCollector(Collector):

@@ -1106,9 +1106,12 @@ class Node:
                     self._broadcast(M.TXS, batch)
                 self._note_dropped(self.mempool.expire(now, self.config.mempool.ttl_seconds))
             # retransmit while no block commits, each time waiting twice as long (up to 16x): an
-            # overloaded network is not sent its megabyte proposals again every second
+            # overloaded network is not sent its megabyte proposals again every second. A replica
+            # changing view retransmits its VIEW-CHANGE whatever it commits by catch-up: if the others
+            # installed the view without it, they answer with their NEW-VIEW (Replica._answer_lagging)
             wait = c.retransmit_ms / 1000 * (2 ** min(self.retransmits, 4))
-            if now - self.last_commit_time >= c.retransmit_ms / 1000 and now - last_retransmit >= wait:
+            stalled = now - self.last_commit_time >= c.retransmit_ms / 1000 or not self.replica.active
+            if stalled and now - last_retransmit >= wait:
                 last_retransmit = now
                 self.retransmits += 1
                 for message in self.replica.retransmit():

@@ -93,11 +93,11 @@ async def start_solo_node(nursery: trio.Nursery, rpc: RPCSection | None = None,
     return node
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """Put the root logger's handlers and levels back after a test that configures logging (as
-    ``qenex-node start`` does): a handler left on pytest's captured stderr, closed after the test,
-    would fail every later log line."""
+    """Put the root logger's handlers and levels back after every test: one that configures logging
+    (as ``qenex-node start`` does) would otherwise leave a handler on pytest's captured stderr, closed
+    after the test, and every later log line would fail."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield

@@ -22,6 +22,7 @@ from consensus.simulation import (
     CHAIN,
     FAULT_KINDS,
     LIVENESS_ROUNDS,
+    RETRANSMIT_MS,
     Fault,
     LivenessFailure,
     SafetyViolation,
@@ -454,6 +455,70 @@ def test_seeded_fault_scenarios_keep_safety_and_liveness(seed: int, n: int) -> N
     assert result.height >= 2
 
 
+def test_retransmission_waits_like_the_node_and_backs_off() -> None:
+    """A replica re-sends its undecided messages only once ``retransmit_ms`` passed without a commit,
+    then after 2x, 4x... that wait (node.node.Node._ticker_loop); a commit resets the backoff. The
+    default interval is the node's."""
+    from node.config import ConsensusSection
+
+    assert RETRANSMIT_MS == ConsensusSection().retransmit_ms
+    sim = Sim(4, seed=41)
+    run_until(sim, 1)
+    committed_at = sim.last_commit_ms[0]
+    sim.crash(1)
+    sim.crash(2)  # no quorum: nothing commits any more
+    times = []
+    for _ in range(80):
+        sim.round += 1
+        count = sim.retransmits[0]
+        sim.retransmit()
+        if sim.retransmits[0] > count:
+            times.append(sim.now_ms - committed_at)
+    assert times[:4] == [1000, 3000, 7000, 15000]  # waits of 1, 2, 4, 8 s
+    sim.restart(1)
+    sim.restart(2)
+    run_until(sim, 2, rounds=LIVENESS_ROUNDS)
+    assert sim.retransmits[0] == 0, "a commit resets the backoff"
+
+
+def test_the_liveness_check_sees_a_replica_running_ahead_in_views_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug fixed in ``Replica.on_timeout`` (2126139): a replica whose timer expires without a
+    quorum of VIEW-CHANGEs moved on to the next view, and the next. Cut off for 12 rounds, replica 3
+    climbs alone to view 2; once healed it gains height by catch-up but never votes again, which
+    the height check let pass: the check that it signs a commit certificate catches it."""
+    from consensus.replica import Replica
+
+    schedule = Schedule(4, 1, (), (), (Fault("split", 8),) + (Fault("none"),) * 12)
+    result = run_scenario(schedule)  # fixed: it waits in view 1 and joins at the next view change
+    assert result.failover_rounds is not None
+    monkeypatch.setattr(Replica, "on_timeout",
+                        lambda self: [] if self.index is None else self._start_view_change(self.view + 1))
+    with pytest.raises(LivenessFailure, match=r"validators \[3\] signed no commit certificate.*seed 1"):
+        run_scenario(schedule)
+
+
+def test_the_liveness_check_sees_a_restart_without_its_view_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug fixed by ``own_view_change`` (937957a): a replica restarted during a view change
+    without the VIEW-CHANGE it recorded signs no second one and offers none. Every validator is
+    clogged until each times out to view 1 (every VIEW-CHANGE lost); 1 crashes and restarts, then 2
+    crashes (restarted at the heal): the view change needs their VIEW-CHANGEs and stalls."""
+    from consensus.replica import Replica
+
+    schedule = Schedule(4, 5, (), (), tuple(Fault("swizzle", i) for i in range(4)) + (Fault("none"),) * 4
+                        + (Fault("crash", 1), Fault("restart", 0), Fault("crash", 2)))
+    result = run_scenario(schedule)
+    assert result.height >= 2 and {"crash", "restart"} <= set(result.faults)
+    init = Replica.__init__
+
+    def forgetful(self: Replica, *args: object, **kwargs: object) -> None:
+        kwargs["own_view_change"] = None
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Replica, "__init__", forgetful)
+    with pytest.raises(LivenessFailure, match=r"seed 5.*\n.*replay: run_scenario"):
+        run_scenario(schedule)
+
+
 def test_a_seed_replays_exactly() -> None:
     for n in (4, 7):
         schedule = random_schedule(12345, n)
@@ -511,13 +576,18 @@ def test_within_f_twins_cannot_fork() -> None:
 
 @pytest.mark.parametrize("behaviour", BEHAVIOURS)
 def test_a_byzantine_validator_cannot_break_safety_or_stop_the_chain(behaviour: str) -> None:
-    sim = Sim(4, seed=3, byzantine={0: {behaviour}})  # validator 0 is the first primary
+    # validator 0 is the first primary. An equivocation is seen when the primary's retransmission
+    # reaches a replica that got the other block: retransmit within the view timeout, as the node
+    # does (its defaults: every 1 s against a 5 s view timeout; the simulation's timeout is 1 s)
+    sim = Sim(4, seed=3, byzantine={0: {behaviour}}, retransmit_ms=250 if behaviour == "equivocate" else 1000)
     sim.run_until(6)
     sim.check_safety()
     if behaviour in ("equivocate", "double-vote"):
         assert sim.evidence, "conflicting signed messages must be recorded"
     if behaviour == "bad-signature":
         assert sim.rejected > 0
+    if behaviour == "replay":
+        assert sim.replays > 0, "old messages must have been sent again"
     if behaviour == "garbage":
         assert sim.garbage > 0 and sim.decode_errors > 0 and sim.rejected >= sim.decode_errors
     if behaviour == "wrong-root":
@@ -631,12 +701,21 @@ def test_messages_outside_the_watermarks_are_ignored() -> None:
     r = sim.replicas[1]
     assert r.low_watermark == 4 and r.high_watermark == 8
     key = sim.keys[2]
+    verified: list[int] = []
+    verify = r._verify
+
+    def counting(index: int, message: bytes, signature: bytes) -> None:
+        verified.append(index)
+        verify(index, message, signature)
+
+    r._verify = counting
     for seq in (3, 9):  # below h, above H (and not the next one)
         h = sha3(bytes([seq]))
         vote = Vote(PREPARE, r.view, seq, h, 2, key.sign(Context.CONSENSUS, vote_signing_bytes(
             CHAIN, PREPARE, r.view, seq, h, 2)))
         assert r.receive(vote) == []
-    assert 9 not in r._future
+    assert verified == [], "refused before any signature check (a decided seq would be verified and noted)"
+    assert not any(k[2] in (3, 9) for k in r._seen) and 9 not in r._future
 
 
 def test_a_quorum_certifying_another_block_is_reported_as_divergence() -> None:
@@ -811,3 +890,106 @@ def test_conflicting_checkpoints_are_recorded_as_evidence() -> None:
     assert any(isinstance(x, RecordEvidence) and x.evidence.kind == CHECKPOINT for x in out)
     with pytest.raises(InvalidMessage):
         r2.receive(Checkpoint(3, a, signer, b"\x01" * 64))  # type: ignore[arg-type]
+
+
+def test_conflicting_view_changes_are_recorded_as_evidence() -> None:
+    """Two different signed VIEW-CHANGEs of one validator for one new view are equivocation (§4.4):
+    evidence of kind VIEW_CHANGE, view = the new view, seq 0, the digests of both messages' signed
+    fields. A copy records nothing; a forged second one is refused and records nothing."""
+    from consensus.messages import VIEW_CHANGE, view_change_signing_bytes
+    from consensus.replica import RecordEvidence
+    from state.codec import encode
+
+    sim = Sim(4, seed=31)
+    run_until(sim, 2)
+    vc = next(a.message for a in sim.replicas[2].on_timeout() if isinstance(a, Broadcast))
+    r = sim.replicas[3]
+    assert r.receive(vc) == [] and r.receive(vc) == []  # one VIEW-CHANGE for view 1, then a copy
+    other = dataclasses.replace(vc, height=1, head_hash=sim.committed[2][1][0], certificate=sim.committed[2][1][1])
+    with pytest.raises(InvalidMessage):
+        r.receive(dataclasses.replace(other, signature=vc.signature))  # not signed by validator 2
+    assert r.evidence == []
+    other = dataclasses.replace(other, signature=sim.keys[2].sign(
+        Context.CONSENSUS, view_change_signing_bytes(CHAIN, other)))
+    ev = [a.evidence for a in r.receive(other) if isinstance(a, RecordEvidence)]
+    assert len(ev) == 1
+    e = ev[0]
+    assert (e.kind, e.view, e.seq, e.validator) == (VIEW_CHANGE, 1, 0, 2)
+    assert (e.first_hash, e.first_signature) == (sha3(encode(vc.unsigned())), vc.signature)
+    assert (e.second_hash, e.second_signature) == (sha3(encode(other.unsigned())), other.signature)
+    assert r.receive(other) == [], "recorded once"
+
+
+def test_conflicting_new_views_are_recorded_as_evidence() -> None:
+    """A primary that signs a second, different NEW-VIEW for the view a replica installed
+    equivocates: evidence of kind NEW_VIEW (view, seq 0, digests of both signed messages)."""
+    from consensus.messages import NEW_VIEW, new_view_signing_bytes
+    from consensus.replica import RecordEvidence
+    from state.codec import encode
+
+    sim = Sim(4, seed=32)
+    run_until(sim, 1)
+    for i in range(4):
+        sim.carry_out(i, sim.replicas[i].on_timeout())
+    sim.deliver_all()
+    nv = sim.replicas[1]._own_nv
+    r = sim.replicas[2]
+    assert nv is not None and (r.view, r.active) == (1, True)
+    assert r.receive(nv) == []  # a copy of the installed NEW-VIEW
+    other = dataclasses.replace(nv, view_changes=nv.view_changes[1:])  # another quorum of 3
+    other = dataclasses.replace(other, signature=sim.keys[1].sign(
+        Context.CONSENSUS, new_view_signing_bytes(CHAIN, other)))
+    ev = [a.evidence for a in r.receive(other) if isinstance(a, RecordEvidence)]
+    assert len(ev) == 1
+    e = ev[0]
+    assert (e.kind, e.view, e.seq, e.validator) == (NEW_VIEW, 1, 0, 1)
+    assert (e.first_hash, e.second_hash) == (sha3(encode(nv.unsigned())), sha3(encode(other.unsigned())))
+    assert (e.first_signature, e.second_signature) == (nv.signature, other.signature)
+    with pytest.raises(InvalidMessage):
+        sim.replicas[3].receive(dataclasses.replace(other, signature=nv.signature))
+    assert sim.replicas[3].evidence == []
+
+
+def test_a_replica_that_missed_the_new_view_is_answered_with_it_and_votes_again() -> None:
+    """Replicas 0..2 change to view 1 and install it; replica 3 misses every VIEW-CHANGE and the
+    NEW-VIEW. Its own VIEW-CHANGE (here: started because f + 1 validators send it view-1 votes) is
+    answered with the NEW-VIEW that installed view 1, which it checks and installs, and it votes
+    again. A replica never answers a forged VIEW-CHANGE, and answers one sender at most
+    ``MAX_ANSWERS`` times per view."""
+    from consensus.messages import NewView, ViewChange
+    from consensus.replica import MAX_ANSWERS, ViewInstalled
+
+    sim = Sim(4, seed=8)
+    run_until(sim, 1)
+    vcs = [next(a.message for a in sim.replicas[i].on_timeout() if isinstance(a, Broadcast)) for i in (0, 1, 2)]
+    new_views: list[NewView] = []
+    for i in (0, 1, 2):
+        for vc in vcs:
+            if vc.validator != i:
+                for a in sim.replicas[i].receive(vc):
+                    if isinstance(a, Broadcast) and isinstance(a.message, NewView):
+                        new_views.append(a.message)
+    nv = new_views[0]
+    for i in (0, 2):
+        sim.replicas[i].receive(nv)
+    assert all(sim.replicas[i].view == 1 and sim.replicas[i].active for i in (0, 1, 2))
+    lagging = sim.replicas[3]
+    assert (lagging.view, lagging.active) == (0, True)
+    # view-1 votes from f + 1 = 2 validators: the network moved on without it
+    block = make_block(2, sim.replicas[1].head_hash, salt=5)
+    own_vc: list[ViewChange] = []
+    for i in (0, 2):
+        sig = sim.keys[i].sign(Context.CONSENSUS, vote_signing_bytes(CHAIN, PREPARE, 1, 2, block.hash, i))
+        out = lagging.receive(Vote(PREPARE, 1, 2, block.hash, i, sig))  # type: ignore[arg-type]
+        own_vc += [a.message for a in out if isinstance(a, Broadcast) and isinstance(a.message, ViewChange)]
+    assert len(own_vc) == 1 and lagging.view == 1 and not lagging.active
+    answer = sim.replicas[0].receive(own_vc[0])  # a VIEW-CHANGE for the view it installed: answered
+    assert [a.message for a in answer if isinstance(a, Broadcast)] == [nv]
+    installed = lagging.receive(nv)
+    assert any(isinstance(a, ViewInstalled) for a in installed) and (lagging.view, lagging.active) == (1, True)
+    forged = dataclasses.replace(own_vc[0], signature=bytes(len(own_vc[0].signature)))
+    with pytest.raises(InvalidMessage, match="bad view-change signature"):
+        sim.replicas[2].receive(forged)
+    answers = sum(1 for _ in range(MAX_ANSWERS + 5)
+                  if any(isinstance(a, Broadcast) for a in sim.replicas[2].receive(own_vc[0])))
+    assert answers == MAX_ANSWERS

@@ -145,12 +145,17 @@ async def test_flood_from_one_peer_does_not_delay_commits_among_the_others(nurse
     flood_scope = trio.CancelScope()
     flood_sent = 0
 
+    flood_done = trio.Event()
+
     async def flood() -> None:
         nonlocal flood_sent
-        with flood_scope:
-            while True:  # never reads what the primary sends it either
-                await peer.send(useless)
-                flood_sent += 1
+        try:
+            with flood_scope:
+                while True:  # never reads what the primary sends it either
+                    await peer.send(useless)
+                    flood_sent += 1
+        finally:
+            flood_done.set()
 
     nursery.start_soon(flood)
     traffic = primary.metrics.p2p
@@ -175,6 +180,7 @@ async def test_flood_from_one_peer_does_not_delay_commits_among_the_others(nurse
     assert sample(primary, "qenex_p2p_messages_received_total", {"type": "txs"}) > 0
     assert sample(primary, "qenex_transactions_rejected_total", {"reason": "already committed"}) > 0
     flood_scope.cancel()
+    await flood_done.wait()  # the flooder is out of send_all before its socket closes
     await peer.stream.aclose()
     await poll_until(lambda: flooder.node.address not in primary.net.connected(), what="the flooder left")
 
