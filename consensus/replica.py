@@ -359,10 +359,12 @@ class Replica:
         # signed two blocks there still equivocated: a copy of what we saw costs nothing, anything
         # else is verified and compared (``_seen`` is kept down to the low watermark)
         stale = message.view < self.view or message.seq <= self.height
-        if stale and self._seen_before(message):
+        first = self._first_seen(message)
+        same_block = first is not None and first[0] == message.block_hash
+        if stale and same_block:
             return []
-        if not self._seen_before(message, exact=True):  # a byte-identical copy of a verified message
-            self._check_signature(message)              # is as valid as it: no second verification
+        if not (same_block and first is not None and first[1] == message.signature):
+            self._check_signature(message)  # a byte-identical copy of a verified message is as valid as it
         actions = self._note_equivocation(message)
         if stale:
             return actions
@@ -477,13 +479,11 @@ class Replica:
         except InvalidSignature as err:
             raise InvalidMessage(f"bad signature from validator {m.validator}: {err}") from err
 
-    def _seen_before(self, m: PrePrepare | Vote, *, exact: bool = False) -> bool:
-        """Whether a verified message of ``m``'s signer for the same kind, view, sequence number and
-        block was already noted (so ``m`` is a copy and needs no signature check); with ``exact``,
-        also with the same signature bytes (a retransmitted or replayed copy)."""
+    def _first_seen(self, m: PrePrepare | Vote) -> tuple[Hash32, bytes] | None:
+        """The block hash and signature of the first verified message of ``m``'s signer for the same
+        kind, view and sequence number (``_note_equivocation`` records it), or None."""
         kind = PRE_PREPARE if isinstance(m, PrePrepare) else m.kind
-        first = self._seen.get((kind, m.view, m.seq, m.validator))
-        return first is not None and first[0] == m.block_hash and (not exact or first[1] == m.signature)
+        return self._seen.get((kind, m.view, m.seq, m.validator))
 
     def _note_equivocation(self, m: PrePrepare | Vote) -> list[Action]:
         kind = PRE_PREPARE if isinstance(m, PrePrepare) else m.kind

@@ -366,35 +366,34 @@ class Node:
             return
         self.chain.put_record(b"vote" + encode((a.kind, a.view, a.seq)), a.block_hash)
 
-    def _old_view_ops(self) -> list[WriteOp]:
-        """Deletes of the VIEW-CHANGE and NEW-VIEW vote records (seq 0) of views below the replica's
-        current view. A restart needs only the current view's: the replica resumes in the highest view
-        recorded (installed if its NEW-VIEW is recorded), and never signs a VIEW-CHANGE or accepts a
-        NEW-VIEW for a view at or below it (Castro & Liskov §4.4), so older ones protect nothing."""
+    def _stale_record_ops(self, height: int) -> list[WriteOp]:
+        """Deletes of the vote and proposal records that committing ``height`` makes moot (seq 1..height,
+        all views; 0: none), and of the VIEW-CHANGE and NEW-VIEW vote records (seq 0) of views below
+        the replica's current view, in one pass over the records. A restart needs only the current
+        view's: the replica resumes in the highest view recorded (installed if its NEW-VIEW is
+        recorded), and never signs a VIEW-CHANGE or accepts a NEW-VIEW for a view at or below it
+        (Castro & Liskov §4.4), so older ones protect nothing."""
         ops: list[WriteOp] = []
-        for key, _ in self.chain.kv.iterate(b"k/vote"):
-            try:
-                fields = decode_value(key[len(b"k/vote"):])
-                kind, view, _seq = fields
-            except (DecodeError, ValueError, TypeError):
-                continue
-            if kind in (VIEW_CHANGE, NEW_VIEW) and isinstance(view, int) and view < self.replica.view:
-                ops.append((key, None))
-        return ops
-
-    def _cleanup_ops(self, height: int) -> list[WriteOp]:
-        """Deletes of the consensus records that committing ``height`` makes moot (all views), and of
-        the view-change records of views below the current one (``_old_view_ops``)."""
-        ops: list[WriteOp] = self._old_view_ops()
+        view = self.replica.view
         for prefix in (b"k/vote", b"k/proposal"):
             for key, _ in self.chain.kv.iterate(prefix):
                 try:
                     fields = decode_value(key[len(prefix):])
                 except DecodeError:
                     continue
-                seq = fields[-1]
-                if isinstance(seq, int) and 0 < seq <= height and (prefix == b"k/proposal" or fields[0] <= COMMIT):
+                if type(fields) is not tuple or not fields or not all(type(x) is int for x in fields):
+                    continue
+                if prefix == b"k/vote" and fields[0] in (VIEW_CHANGE, NEW_VIEW):
+                    if fields[1] < view:
+                        ops.append((key, None))
+                elif 0 < fields[-1] <= height and (prefix == b"k/proposal" or fields[0] <= COMMIT):
                     ops.append((key, None))
+        return ops
+
+    def _cleanup_ops(self, height: int) -> list[WriteOp]:
+        """Deletes of the consensus records that committing ``height`` makes moot (``_stale_record_ops``)
+        and of a prepared certificate it decided."""
+        ops = self._stale_record_ops(height)
         prepared = self.replica._prepared
         if prepared is None or prepared.pre_prepare.seq <= height:
             ops.append((b"k/prepared", None))
@@ -665,7 +664,7 @@ class Node:
                              a.ours.hex())
             elif isinstance(a, pbft.ViewInstalled):
                 self.last_progress = trio.current_time()
-                old = self._old_view_ops()
+                old = self._stale_record_ops(0)
                 if old:  # not synced: a record left by a crash is deleted at the next commit or view
                     self.chain.kv.write(old, sync=False)
                 self.metrics.view_changes.inc()

@@ -14,6 +14,7 @@ from consensus.messages import COMMIT, PREPARE, PrePrepare, Vote, vote_signing_b
 from consensus.replica import (
     Broadcast,
     PersistVote,
+    Replica,
     ValidateBlock,
     verify_certificate,
 )
@@ -695,12 +696,8 @@ def test_checkpoints_become_stable_and_move_the_low_watermark() -> None:
             sim.verifier(c.validator, vote_signing_bytes(CHAIN, 6, 0, c.seq, c.block_hash, c.validator), c.signature)
 
 
-def test_messages_outside_the_watermarks_are_ignored() -> None:
-    sim = Sim(4, seed=12, checkpoint_interval=2)
-    sim.run_until(5)
-    r = sim.replicas[1]
-    assert r.low_watermark == 4 and r.high_watermark == 8
-    key = sim.keys[2]
+def count_verifications(r: Replica) -> list[int]:
+    """Wrap ``r``'s signature verifier: the returned list gets the signer index of every check."""
     verified: list[int] = []
     verify = r._verify
 
@@ -709,6 +706,16 @@ def test_messages_outside_the_watermarks_are_ignored() -> None:
         verify(index, message, signature)
 
     r._verify = counting
+    return verified
+
+
+def test_messages_outside_the_watermarks_are_ignored() -> None:
+    sim = Sim(4, seed=12, checkpoint_interval=2)
+    sim.run_until(5)
+    r = sim.replicas[1]
+    assert r.low_watermark == 4 and r.high_watermark == 8
+    key = sim.keys[2]
+    verified = count_verifications(r)
     for seq in (3, 9):  # below h, above H (and not the next one)
         h = sha3(bytes([seq]))
         vote = Vote(PREPARE, r.view, seq, h, 2, key.sign(Context.CONSENSUS, vote_signing_bytes(
@@ -993,3 +1000,22 @@ def test_a_replica_that_missed_the_new_view_is_answered_with_it_and_votes_again(
     answers = sum(1 for _ in range(MAX_ANSWERS + 5)
                   if any(isinstance(a, Broadcast) for a in sim.replicas[2].receive(own_vc[0])))
     assert answers == MAX_ANSWERS
+
+
+def test_a_byte_identical_copy_is_verified_once_and_a_reforged_one_is_refused() -> None:
+    sim = Sim(4, seed=3)
+    block = make_block(1, ZERO_HASH)
+    pre_prepare = next(a.message for a in sim.replicas[0].propose(block) if isinstance(a, Broadcast))
+    backup = sim.replicas[1]
+    sim.carry_out(1, backup.receive(pre_prepare))
+    calls = count_verifications(backup)
+    sig = sim.keys[2].sign(Context.CONSENSUS, vote_signing_bytes(CHAIN, PREPARE, 0, 1, block.hash, 2))
+    vote = Vote(PREPARE, 0, 1, block.hash, 2, sig)
+    backup.receive(vote)
+    for _ in range(100):  # replayed: byte-identical copies
+        assert backup.receive(vote) == []
+    assert calls == [2], "one verification for the vote and its 100 copies"
+    forged = dataclasses.replace(vote, signature=bytes(len(vote.signature)))  # same vote, other bytes
+    with pytest.raises(InvalidMessage, match="bad signature"):
+        backup.receive(forged)
+    assert calls == [2, 2], "anything but an exact copy is verified"
