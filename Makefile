@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install devnet test test-quick lint bench clean
 
-$(BIN)/qenex-node: pyproject.toml requirements.lock
+$(BIN)/qenex-node: pyproject.toml requirements.lock state/_jmt_core.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock setuptools
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation -c requirements.lock -e '.[test]'

@@ -44,6 +44,12 @@ index holds exactly the keys of the newest version and is written in the same ba
 versions walk that version's path to its leaf's value record. Format 1 (leaves stored as nodes, no
 latest-value index) is not read: such a store is refused with ``StoreCorrupted``.
 
+The per-block update has two twins: ``state/_jmt_core.c`` (compiled; what nodes run) and the
+pure-Python ``_prepare_python`` here (``JellyfishState(compiled=False)``). They return the same root and
+the same writes, byte for byte and in the same order (``tests/test_jmt_core.py``). The C twin defers the
+hashes of the new internal nodes to the end of the walk and computes them children first, four at a
+time with AVX2 where the processor has it (SHA3-256 written out there from FIPS 202).
+
 In memory: the internal nodes of the newest version, by nibble path (a version has one node per path),
 as written by ``applied`` or loaded by reads, up to ``cache_nodes`` (all of them for a state of about
 10^6 keys: about 120 MiB), so that a block reads nothing from the store and ``applied`` overwrites
@@ -63,6 +69,7 @@ from itertools import islice
 from typing import TypeVar
 
 from crypto.hashing import Hash32
+from state import _jmt_core
 from state.abc import KeyValueStore, WriteOp
 from state.exceptions import StateError, StoreCorrupted, VersionUnavailable
 from state.proof import (
@@ -311,15 +318,19 @@ class JellyfishState:
         *,
         cache_nodes: int = DEFAULT_CACHE_NODES,
         cache_values: int = DEFAULT_CACHE_VALUES,
+        compiled: bool = True,
     ) -> None:
         """Open the tree in ``store`` at its newest version (an empty store: no version yet, ``version`` -1).
 
         ``cache_nodes`` bounds the internal nodes of the newest version kept in memory, ``cache_values``
-        the latest values kept for ``get`` (0 turns either off; module docstring). Raises
+        the latest values kept for ``get`` (0 turns either off; module docstring). ``compiled`` picks
+        the compiled core ``state._jmt_core`` for ``prepare`` (False: its pure-Python twin, the same
+        result byte for byte, 2 to 3 times slower; tests run both). Raises
         ``StoreCorrupted`` if the store is in another format, or the newest root record is unreadable
         or does not hash to its node.
         """
         self._store = store
+        self._compiled = compiled
         self._read = store.get
         self._cache: dict[bytes, bytes] = {}
         self._cache_cap = max(cache_nodes, 0)
@@ -520,9 +531,36 @@ class JellyfishState:
         for m_version, m_updates, m_root, m_ops in self._memo:
             if m_version == version and m_updates == frozen:
                 return m_root, list(m_ops)
+        if self._compiled:
+            _, new_ref, nodes, ops, stale, removed = _jmt_core.prepare(
+                frozen, self._root_ref, _u64(version), self._cache, self._latest)
+        else:
+            new_ref, nodes, ops, stale, removed = self._prepare_python(frozen, version)
+        root_hash = EMPTY_ROOT if new_ref is None else Hash32(new_ref[0])
+        ops.append((root_key(version), _encode_root(new_ref)))
+        if stale:
+            ops.append((stale_key(version), stale))
+        if self._version < 0:
+            ops.append((FORMAT_KEY, _FORMAT_RECORD))
+        if len(self._staged) >= 8:  # proposals that never committed
+            self._staged.clear()
+            self._memo.clear()
+        self._staged[root_hash] = _Staged(version, new_ref, nodes, removed, frozen)
+        self._memo.append((version, frozen, root_hash, ops))
+        return root_hash, list(ops)
+
+    def _prepare_python(
+        self, updates: dict[bytes, bytes | None], version: int
+    ) -> tuple[_Ref | None, dict[bytes, bytes], list[WriteOp], bytes, list[bytes]]:
+        """The pure-Python twin of ``state._jmt_core.prepare``: the same result, byte for byte and in order.
+
+        Returns the new root ref, the new nodes by nibble path, the writes (the new nodes under their
+        store keys, then the values and latest-value entries), the stale list record and the removed
+        nibble paths.
+        """
         entries: list[_Entry] = []
         append, sha3, leaf_domain, nibbles = entries.append, _sha3, LEAF_DOMAIN, _NIBBLES
-        for key, value in frozen.items():
+        for key, value in updates.items():
             kh = sha3(key).digest()
             if value is None:
                 append((kh, kh.hex().encode().translate(nibbles), None, b""))
@@ -543,23 +581,11 @@ class JellyfishState:
             new = self._apply_one(b, root[1], 0, entries[0])
         else:
             new = self._apply_many(b, root[1], 0, 0, len(entries))
-        new_ref = root if new is _SAME else new
-        root_hash = EMPTY_ROOT if new_ref is None else Hash32(new_ref[0])
-        prefix = b.prefix
+        prefix, lengths = b.prefix, _LENGTH
         ops: list[WriteOp] = [(prefix + path, raw) for path, raw in b.nodes.items()]
         ops += b.ops
-        ops.append((root_key(version), _encode_root(new_ref)))
-        if b.stale:
-            lengths = _LENGTH
-            ops.append((stale_key(version), b"".join([lengths[len(k)] + k for k in b.stale])))
-        if self._version < 0:
-            ops.append((FORMAT_KEY, _FORMAT_RECORD))
-        if len(self._staged) >= 8:  # proposals that never committed
-            self._staged.clear()
-            self._memo.clear()
-        self._staged[root_hash] = _Staged(version, new_ref, b.nodes, b.removed, frozen)
-        self._memo.append((version, frozen, root_hash, ops))
-        return root_hash, list(ops)
+        stale = b"".join([lengths[len(k)] + k for k in b.stale])
+        return (root if new is _SAME else new), b.nodes, ops, stale, b.removed
 
     def applied(self, root: Hash32) -> None:
         """Adopt the version prepared for ``root``, once its writes are durable.
