@@ -36,6 +36,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from state import _jmt_core
 from state.codec import encode
 from state.jmt import JellyfishState
 from state.kv import LevelDBStore
@@ -112,7 +113,7 @@ class _Bench:
         self.rng = random.Random(args.seed)
         self.directory = Path(tempfile.mkdtemp(prefix=f"bench-state-{n}-", dir=root_dir))
         self.store = LevelDBStore(self.directory)
-        self.tree = JellyfishState(self.store)
+        self.tree = JellyfishState(self.store, compiled=not args.python_twin)
         self.size = 0
         self.fill_s = 0.0
         self.prepare: list[float] = []
@@ -205,8 +206,13 @@ def run_bench_state(args: argparse.Namespace, console: Console) -> int:
     root_dir = Path(args.dir) if args.dir else None
     if root_dir is not None:
         root_dir.mkdir(parents=True, exist_ok=True)
+    _jmt_core.set_simd(not args.no_simd)
+    simd = _jmt_core.set_simd(not args.no_simd)  # returns what the first call set: on only where the CPU has AVX2
+    engine = ("the pure-Python twin" if args.python_twin
+              else f"the compiled core, {'four-way AVX2' if simd else 'one-at-a-time'} node hashing")
     console.print(f"[bold]bench-state[/]: blocks of {args.touched:,} touched keys ({args.new_fraction:.0%} new), "
-                  f"{args.blocks} measured after {args.warmup} warm-up, LevelDB, synced writes, seed {args.seed}")
+                  f"{args.blocks} measured after {args.warmup} warm-up, LevelDB, synced writes, seed {args.seed}; "
+                  f"tree update by {engine}")
     profiler = cProfile.Profile() if args.profile else None
     tmp = Path(tempfile.mkdtemp(prefix="qenex-bench-state-", dir=root_dir))
     benches: list[_Bench] = []
@@ -222,6 +228,7 @@ def run_bench_state(args: argparse.Namespace, console: Console) -> int:
                 bench.block(measured, profiler if measured and bench is benches[-1] else None)
         results = [bench.result() for bench in benches]
     finally:
+        _jmt_core.set_simd(True)
         for bench in benches:
             bench.close()
         if args.keep:
@@ -273,3 +280,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=None, help="where to create the temporary LevelDB directories")
     p.add_argument("--keep", action="store_true", help="keep the LevelDB directories")
     p.add_argument("--profile", action="store_true", help="cProfile the measured blocks of the largest size")
+    p.add_argument("--python-twin", action="store_true",
+                   help="update the tree with the pure-Python twin instead of the compiled core (state/_jmt_core.c)")
+    p.add_argument("--no-simd", action="store_true",
+                   help="compiled core: hash nodes one at a time, without the four-way AVX2 hashing")

@@ -709,6 +709,11 @@ def test_bench_state_command_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [r[0] for r in rows] == ["300", "1,000"] and all(len(r) == 13 for r in rows)
     assert "goal: commit at 1,000 keys within 2x of 300:" in out and "key updates/s on one core" in out
     assert list(tmp_path.iterdir()) == [], "the LevelDB directories are removed"
+    assert "tree update by the compiled core" in out
+    assert main([*args, "--python-twin"]) == 0
+    assert "tree update by the pure-Python twin" in capsys.readouterr().out
+    assert main([*args, "--no-simd"]) == 0
+    assert "one-at-a-time node hashing" in capsys.readouterr().out
 
 
 async def test_the_node_prunes_outside_its_retention_window() -> None:
