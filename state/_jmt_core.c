@@ -202,7 +202,6 @@ static const char LEAF_DOMAIN[] = "QENEX/v1/jmt/leaf";     /* state.proof.LEAF_D
 static const char INTERNAL_DOMAIN[] = "QENEX/v1/jmt/node"; /* state.proof.INTERNAL_DOMAIN */
 #define DOMAIN_LEN 17
 #define TAG 2
-#define WIDE 12 /* state.jmt._WIDE: from this many entries a child's group is found by bisection */
 
 enum { REF_NONE = 0, REF_INTERNAL = 1, REF_LEAF = 2 };
 enum { APPLY_ERROR = -1, APPLY_CHANGED = 0, APPLY_SAME = 1 };
@@ -782,7 +781,6 @@ static int apply_many(Batch *b, const unsigned char *vb, int depth, Py_ssize_t l
     if (load_node(b, &nd, path, depth, vb) < 0) return APPLY_ERROR;
     Ref news[16];
     unsigned change_nib[16], change_i[16];
-    int change_old[16];
     unsigned changes = 0;
     int shape = 1, rc = APPLY_ERROR;
     Py_ssize_t start = lo;
@@ -812,7 +810,6 @@ static int apply_many(Batch *b, const unsigned char *vb, int depth, Py_ssize_t l
                 if (brc < 0) goto done;
                 change_nib[changes] = nib;
                 change_i[changes] = 0;
-                change_old[changes] = REF_NONE;
                 news[changes++] = neu;
                 shape = 0;
             } else {
@@ -835,7 +832,6 @@ static int apply_many(Batch *b, const unsigned char *vb, int depth, Py_ssize_t l
         if (arc == APPLY_CHANGED) {
             change_nib[changes] = nib;
             change_i[changes] = i;
-            change_old[changes] = child.kind;
             if (!same_shape(&neu, child.kind, child.kh)) shape = 0;
             news[changes++] = neu;
         }
@@ -859,7 +855,6 @@ static int apply_many(Batch *b, const unsigned char *vb, int depth, Py_ssize_t l
         }
         if (patch_node(b, &nd, path, depth, patches, changes, out) < 0) goto done;
     }
-    (void)change_old;
     rc = APPLY_CHANGED;
 done:
     release_node(&nd);
@@ -988,13 +983,13 @@ bad:
 }
 
 PyDoc_STRVAR(prepare_doc,
-"prepare(updates, root, version, cache, latest) -> (changed, new_root, nodes, ops, stale, removed)\n\n"
+"prepare(updates, root, version, cache, latest) -> (new_root, nodes, ops, stale, removed)\n\n"
 "The per-block update of state.jmt.JellyfishState, computed exactly as its pure-Python twin.\n"
 "updates: dict key (bytes) -> value (bytes) or None (a delete); root: the newest version's root ref\n"
 "(None, or (hash 32 B, version 8 B, leaf key hash 32 B or None)); version: the new version, 8 bytes\n"
 "big-endian; cache: dict nibble path -> node record of the newest version; latest: callable(path,\n"
 "version) -> node record, for a node not in the cache (it may raise StoreCorrupted).\n"
-"Returns changed (False: the updates change nothing), the new root ref, the new nodes (dict nibble\n"
+"Returns the new root ref (root itself when the updates change nothing), the new nodes (dict nibble\n"
 "path -> record), the writes (list of (key, value or None): the new nodes under their store keys, in\n"
 "the order of that dict, then the values and latest-value entries), the stale list record (each store\n"
 "key made stale as length(1) || key) and the removed nibble paths. Raises TypeError for malformed arguments, StoreCorrupted for an\n"
@@ -1095,7 +1090,7 @@ static PyObject *jmt_prepare(PyObject *self, PyObject *args) {
     if (stale == NULL) goto fail;
     PyObject *ref = rc == APPLY_SAME ? (Py_INCREF(root_obj), root_obj) : ref_to_tuple(&neu);
     if (ref == NULL) goto fail;
-    result = Py_BuildValue("(ONOOOO)", rc == APPLY_SAME ? Py_False : Py_True, ref, b.nodes, ops, stale, b.removed);
+    result = Py_BuildValue("(NOOOO)", ref, b.nodes, ops, stale, b.removed);
 fail:
     Py_XDECREF(ops);
     Py_XDECREF(stale);

@@ -532,7 +532,7 @@ class JellyfishState:
             if m_version == version and m_updates == frozen:
                 return m_root, list(m_ops)
         if self._compiled:
-            _, new_ref, nodes, ops, stale, removed = _jmt_core.prepare(
+            new_ref, nodes, ops, stale, removed = _jmt_core.prepare(
                 frozen, self._root_ref, _u64(version), self._cache, self._latest)
         else:
             new_ref, nodes, ops, stale, removed = self._prepare_python(frozen, version)
