@@ -428,6 +428,11 @@ class Replica:
         slot = self._slots.get((view, seq))
         return slot is not None and slot.pre_prepare is not None and slot.pre_prepare.block_hash == block_hash
 
+    def pre_prepare_at(self, view: int, seq: int) -> PrePrepare | None:
+        """The pre-prepare the slot (``view``, ``seq``) holds, if any (to send a peer the full message)."""
+        slot = self._slots.get((view, seq))
+        return None if slot is None else slot.pre_prepare
+
     def retransmit(self) -> list[Message]:
         """This replica's own messages for the undecided ``next_seq``, to send again.
 

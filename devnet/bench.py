@@ -17,8 +17,10 @@ figures measure the nodes, not the patience of a closed loop of waiting clients.
   admitted and never committed is reported as lost.
 
 Printed: offered and finalized tx/s, finality latency p50/p99/max, blocks and transactions per
-block, per-validator CPU share and peak resident memory (from /proc), and the ceiling set by
-signature verification measured in the same run (cores / (validators × verify time)).
+block, per-validator CPU share and peak resident memory (from /proc), the CPU spent per finalized
+transfer (validators' CPU seconds from the start of the load to the end of the drain, and this
+process's, over the transfers finalized), and the ceiling set by signature verification measured in
+the same run (cores / (validators × verify time)).
 
 With ``--kill-primary-after S`` the primary of the current view is killed (SIGKILL) S seconds into
 the load; batches for the dead endpoint go to the next live one (submission is idempotent). Then
@@ -46,6 +48,7 @@ from crypto.signatures import ML_DSA_44, Context
 from devnet.layout import generate
 from devnet.processes import Running, start_node, stop_node
 from devnet.workload import FUNDING, SUPPLY, Stats, Wallets, submit_all
+from node.config import ConsensusSection
 from node.rpc.client import deploy_token_call, sign_transaction, transfer_call
 from state.types import Call
 
@@ -169,7 +172,8 @@ class Ledger:
 async def run_bench(args: argparse.Namespace, console: Console) -> int:
     """Run the benchmark described in the module docstring; 0 when no transfer was lost or rejected."""
     layout = generate(Path(args.home), validators=args.validators, base_rpc_port=args.base_rpc_port,
-                      base_p2p_port=args.base_p2p_port)
+                      base_p2p_port=args.base_p2p_port,
+                      consensus=ConsensusSection(compact_proposals=not args.full_proposals))
     total = int(args.rate * args.duration)
     console.print(f"bench: fresh {len(layout.nodes)}-validator devnet in {args.home}/, open loop "
                   f"{args.rate:.0f} tx/s for {args.duration:.0f} s ({total} transfers from {args.senders} senders, "
@@ -210,6 +214,7 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
                 ledger.position[h] = (s, n)
         start_height = (await wallets.clients[0].call("qnx_status"))["height"]
         cpu0 = {r.node.name: _cpu_seconds(r.process.pid) for r in running}
+        own_cpu0 = time.process_time()
         dead: set[int] = set()
         crash = _Crash()
         started = time.perf_counter()
@@ -307,7 +312,9 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
                 await track()
             nursery.cancel_scope.cancel()
         load_elapsed = max(finished - started, 1e-9)
-        cpu = {r.node.name: (_cpu_seconds(r.process.pid) - cpu0[r.node.name]) / load_elapsed for r in running}
+        cpu_used = {r.node.name: _cpu_seconds(r.process.pid) - cpu0[r.node.name] for r in running}
+        own_cpu = time.process_time() - own_cpu0
+        cpu = {name: used / load_elapsed for name, used in cpu_used.items()}
         peak = {r.node.name: _rss_mib(r.process.pid, "VmHWM") for r in running}
         committed = [h for h in ledger.committed if h in ledger.sent]
         last_commit = max((ledger.committed[h] for h in committed), default=started)
@@ -330,6 +337,11 @@ async def run_bench(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"  {name}              killed during the run")
                 continue
             console.print(f"  {name}              CPU {cpu[name] * 100:.0f}%  peak RSS {peak[name]:.0f} MiB")
+        if committed:
+            live = [used for i, used in enumerate(cpu_used.values()) if i not in dead]
+            console.print(f"  CPU per finalized   {sum(live) / len(committed) * 1e3:.2f} ms of validator CPU in all "
+                          f"({sum(live) / len(committed) / max(len(live), 1) * 1e3:.2f} ms each), "
+                          f"{own_cpu / len(committed) * 1e3:.2f} ms of load generator CPU")
         console.print(f"  verify cost         {verify * 1e3:.3f} ms per ML-DSA-44 verification; ceiling "
                       f"{ceiling:.0f} tx/s ({stats.tps / ceiling * 100:.1f}% reached)")
         if crash.killed_at:
@@ -359,6 +371,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=50, help="transactions per JSON-RPC batch request")
     p.add_argument("--max-in-flight", type=int, default=64, help="concurrent batch requests at most")
     p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for commits after the load")
+    p.add_argument("--full-proposals", action="store_true",
+                   help="validators send full PRE-PREPAREs ([consensus] compact_proposals = false)")
     p.add_argument("--kill-primary-after", type=float, default=None, metavar="SECONDS",
                    help="kill -9 the primary this many seconds into the load; report the stall and latencies")
 

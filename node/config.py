@@ -158,6 +158,7 @@ class ConsensusSection:
     status_interval_ms: int = 1000
     max_clock_drift_ms: int = 5000
     view_timeout_ms: int = 5000
+    compact_proposals: bool = True
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,9 @@ _DOCS: dict[str, dict[str, _Doc]] = {
         "max_clock_drift_ms": _Doc("refuse blocks stamped further than this in the future", "ms"),
         "view_timeout_ms": _Doc("no commit for this long while work waits: change view (doubles each time)",
                                 "ms"),
+        "compact_proposals": _Doc("send own PRE-PREPAREs as the header and the transactions' wire ids; peers "
+                                  "rebuild the block from their mempools and ask for the full one if they "
+                                  "miss any (false: always send the full block)", "boolean"),
     },
     "mempool": {
         "max_txs": _Doc("most pending transactions", "transactions"),

@@ -48,6 +48,8 @@ class Mempool:
         self.max_bytes = max_bytes
         self.nonce_window = nonce_window
         self._by_hash: dict[Hash32, _Entry] = {}
+        self._by_wire_id: dict[bytes, _Entry] = {}
+        """The same entries by ``Transaction.wire_id`` (compact proposals name transactions by it)."""
         self.evicted: list[Hash32] = []
         """Hashes evicted for higher-priority transactions since the owner last cleared the list."""
         self.replaced: list[Hash32] = []
@@ -72,6 +74,11 @@ class Mempool:
     def get(self, tx_hash: bytes) -> Transaction | None:
         """The pending transaction with ``tx_hash``, or None."""
         entry = self._by_hash.get(Hash32(tx_hash))
+        return None if entry is None else entry.tx
+
+    def by_wire_id(self, wire_id: bytes) -> Transaction | None:
+        """The pending transaction whose exact encoding has ``wire_id`` (``Transaction.wire_id``), or None."""
+        entry = self._by_wire_id.get(wire_id)
         return None if entry is None else entry.tx
 
     def holds_verified(self, tx: Transaction) -> bool:
@@ -127,6 +134,7 @@ class Mempool:
         self._arrivals += 1
         entry = _Entry(tx, size, self._arrivals, raw, now, now)
         self._by_hash[tx.hash] = entry
+        self._by_wire_id[tx.wire_id] = entry
         self._by_sender.setdefault(body.sender, {})[body.nonce] = entry
         self._base[body.sender] = account_nonce
         self._bytes += size
@@ -223,6 +231,7 @@ class Mempool:
         """Drop every pending transaction; returns their hashes, oldest first."""
         hashes = [e.tx.hash for e in sorted(self._by_hash.values(), key=lambda e: e.arrival)]
         self._by_hash.clear()
+        self._by_wire_id.clear()
         self._by_sender.clear()
         self._base.clear()
         self._bytes = 0
@@ -248,6 +257,7 @@ class Mempool:
         entry = self._by_hash.pop(tx_hash, None)
         if entry is None:
             return
+        del self._by_wire_id[entry.tx.wire_id]
         self._bytes -= entry.size
         sender = entry.tx.body.sender
         by_nonce = self._by_sender[sender]

@@ -43,9 +43,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MESSAGE_TYPES = {
     M.TX: "tx", M.TXS: "txs", M.PRE_PREPARE: "pre_prepare", M.VOTE: "vote", M.STATUS: "status",
     M.GET_BLOCKS: "get_blocks", M.BLOCKS: "blocks", M.VIEW_CHANGE: "view_change", M.NEW_VIEW: "new_view",
-    M.CHECKPOINT: "checkpoint",
+    M.CHECKPOINT: "checkpoint", M.PRE_PREPARE_COMPACT: "pre_prepare_compact", M.GET_PRE_PREPARE: "get_pre_prepare",
 }
 """Label values of the ``type`` label, by P2P message type (node/messages.py)."""
+COMPACT_OUTCOMES = ("rebuilt", "fetched", "stale")
+"""Label values of ``qenex_compact_proposals_total``'s ``outcome`` label."""
 
 REJECT_REASONS = (
     "malformed", "bad signature",  # Node.admit: DecodeError, InvalidSignature
@@ -143,6 +145,12 @@ class NodeMetrics:
         self.dropped = Counter("qenex_mempool_dropped", "Pending transactions dropped uncommitted, by reason "
                                "(evicted, replaced, expired).", ["reason"], registry=r)
         self.synced_blocks = Counter("qenex_catchup_blocks", "Certified blocks applied by catch-up.", registry=r)
+        self.compact = Counter("qenex_compact_proposals", "Compact PRE-PREPAREs received, by outcome: rebuilt from "
+                               "the mempool, fetched (the full one asked of the sender after waiting for "
+                               "missing transactions), stale (an older view or a decided one that could not "
+                               "be rebuilt).", ["outcome"], registry=r)
+        for outcome in COMPACT_OUTCOMES:
+            self.compact.labels(outcome)
         for label in MESSAGE_TYPES.values():
             self.messages_in.labels(label)
             self.messages_out.labels(label)

@@ -8,6 +8,8 @@ Services and their owner (one nursery; cancelling it stops them all, then LevelD
       ├── Node._peer_events_loop     a peer connected → send it our STATUS
       ├── Node._proposer_loop        primary only: build and propose the next block on time
       ├── Node._ticker_loop          retransmit own undecided messages, broadcast STATUS
+      ├── Node._gossip_loop          send admitted transactions to the peers in TXS batches
+      ├── Node._compact_loop         ask for the full PRE-PREPARE when a compact one waited too long
       ├── Node._prune_loop           delete state versions older than [state] retention, in small steps
       └── rpc.serve                  hypercorn (ASGI on Trio): JSON-RPC, /health, /ready
 
@@ -68,7 +70,16 @@ from state.chain import ChainStore
 from state.codec import Struct, decode_value, encode
 from state.exceptions import DecodeError, StoreCorrupted
 from state.tree import merkle_root
-from state.types import MAX_TX_SIZE, Block, BlockHeader, CommitCertificate, Genesis, Receipt, Transaction
+from state.types import (
+    MAX_TX_SIZE,
+    Block,
+    BlockHeader,
+    CommitCertificate,
+    Genesis,
+    Receipt,
+    Transaction,
+    wire_id_of,
+)
 
 log = logging.getLogger("qenex.node")
 
@@ -94,6 +105,13 @@ ADMIT_SLICE = 64
 """Gossiped transactions admitted between two looks at the peer messages waiting."""
 R = TypeVar("R", bound=Struct)
 """A consensus record type (``_load_record``)."""
+COMPACT_WAIT = 0.3
+"""Seconds a compact PRE-PREPARE waits for the gossip of transactions it names that the mempool lacks;
+then the full PRE-PREPARE is asked of its sender (GET_PRE_PREPARE)."""
+MAX_PENDING_COMPACT = 4
+"""Compact PRE-PREPAREs waiting for transactions at most (the oldest is dropped)."""
+MAX_FULL_ANSWERS = 2
+"""Full PRE-PREPAREs sent to one peer for one (view, seq) at most (GET_PRE_PREPARE answers)."""
 MAX_DROPPED = 10_000
 """How many dropped transactions' reasons are remembered (for waiting clients)."""
 
@@ -131,6 +149,18 @@ def receipts_root(receipts: Sequence[Receipt]) -> Hash32:
 class _Executed:
     updates: dict[bytes, bytes | None]
     receipts: list[Receipt]
+
+
+@dataclass
+class _PendingCompact:
+    """A compact PRE-PREPARE from ``peer`` that names transactions the mempool lacks (``missing``
+    wire ids), received at ``since`` (Trio clock seconds); ``digest`` identifies its payload."""
+
+    peer: bytes
+    message: M.CompactPrePrepare
+    digest: bytes
+    since: float
+    missing: set[bytes]
 
 
 SYNC_REQUEST_TIMEOUT = 5.0
@@ -253,6 +283,10 @@ class Node:
         """Retransmissions since the last commit (each doubles the wait before the next)."""
         self._seen_proposals: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         """Digests of PRE-PREPARE payloads the replica holds: a retransmitted copy is not decoded again."""
+        self._pending_compact: dict[tuple[int, int], _PendingCompact] = {}
+        """Compact PRE-PREPAREs waiting for the gossip of transactions they name, by (view, seq)."""
+        self._full_answers: collections.OrderedDict[tuple[bytes, int, int], int] = collections.OrderedDict()
+        """Full PRE-PREPAREs sent per (peer, view, seq) in answer to GET_PRE_PREPARE (capped)."""
 
     # --- consensus records --------------------------------------------------------------------
 
@@ -712,33 +746,39 @@ class Node:
 
     def on_message(self, peer: bytes, payload: bytes) -> None:
         """Handle one frame from ``peer``; a bad one is logged and dropped, never fatal."""
-        digest = None
-        if len(payload) > 2 and payload[1] == M.PRE_PREPARE:
+        digest = b""
+        if len(payload) > 2 and payload[1] in (M.PRE_PREPARE, M.PRE_PREPARE_COMPACT):
             digest = hashlib.blake2b(payload, digest_size=16).digest()
             if digest in self._seen_proposals:
-                self.metrics.on_message(M.PRE_PREPARE, len(payload))
+                self.metrics.on_message(payload[1], len(payload))
                 return  # the same bytes again (a retransmission): the replica already holds it
         try:
             kind, body = M.unpack(payload, self.config.p2p.max_frame_bytes)
             self.metrics.on_message(kind, len(payload))
             if kind == M.TX or kind == M.TXS:
                 raws: tuple[bytes, ...] = (body,) if isinstance(body, bytes) else body  # type: ignore[assignment]
-                room = MAX_TX_BACKLOG - len(self.tx_backlog)
                 self._gossip_messages += 1
+                if self._pending_compact:  # what a waiting compact PRE-PREPARE lacks is admitted first
+                    raws = self._admit_awaited(peer, self._gossip_messages, raws)
+                room = MAX_TX_BACKLOG - len(self.tx_backlog)
                 self.tx_backlog.extend((peer, self._gossip_messages, raw) for raw in raws[:room])
                 if len(raws) > room:  # the sender re-offers them, and blocks carry them anyway
                     self.metrics.rejected.labels("gossip backlog full").inc(len(raws) - max(room, 0))
-            elif kind in (M.PRE_PREPARE, M.VOTE):
-                assert isinstance(body, PrePrepare | Vote)  # noqa: S101
+            elif kind == M.PRE_PREPARE_COMPACT:
+                assert isinstance(body, M.CompactPrePrepare)  # noqa: S101
+                self._on_compact(peer, body, digest)
+            elif kind == M.GET_PRE_PREPARE:
+                assert isinstance(body, M.GetPrePrepare)  # noqa: S101
+                self._serve_pre_prepare(peer, body)
+            elif kind == M.PRE_PREPARE:
+                assert isinstance(body, PrePrepare)  # noqa: S101
+                self._receive_pre_prepare(peer, body, digest)
+            elif kind == M.VOTE:
+                assert isinstance(body, Vote)  # noqa: S101
                 if body.seq > self.replica.next_seq:  # the sender is ahead: it committed body.seq - 1
                     self._note_peer_height(peer, body.seq - 1, at_least=True)
                     self._maybe_sync()
                 self.carry_out(self.replica.receive(body))
-                if digest is not None and isinstance(body, PrePrepare) \
-                        and self.replica.holds_pre_prepare(body.view, body.seq, body.block_hash):
-                    self._seen_proposals[digest] = None
-                    while len(self._seen_proposals) > 64:
-                        self._seen_proposals.popitem(last=False)
             elif kind in (M.VIEW_CHANGE, M.NEW_VIEW, M.CHECKPOINT):
                 assert isinstance(body, ViewChange | NewView | Checkpoint)  # noqa: S101
                 self.carry_out(self.replica.receive(body))
@@ -758,6 +798,132 @@ class Node:
             if self.net is not None:  # lowers its score; at the threshold it is disconnected and banned
                 self.net.penalize(Address(peer), f"bad message: {err}")
 
+    # --- proposals: full and compact PRE-PREPAREs --------------------------------------------------
+
+    def _receive_pre_prepare(self, peer: bytes, pre_prepare: PrePrepare, digest: bytes) -> None:
+        """Hand a PRE-PREPARE (full, or rebuilt from a compact one whose payload has ``digest``) to the
+        replica; once the replica holds it, copies with the same payload are not decoded again."""
+        if pre_prepare.seq > self.replica.next_seq:  # the sender is ahead: it committed seq - 1
+            self._note_peer_height(peer, pre_prepare.seq - 1, at_least=True)
+            self._maybe_sync()
+        self.carry_out(self.replica.receive(pre_prepare))
+        if digest and self.replica.holds_pre_prepare(pre_prepare.view, pre_prepare.seq, pre_prepare.block_hash):
+            self._seen_proposals[digest] = None
+            while len(self._seen_proposals) > 64:
+                self._seen_proposals.popitem(last=False)
+
+    def _pending_txs(self, compact: M.CompactPrePrepare) -> tuple[list[Transaction], set[bytes]]:
+        """The mempool's transactions named by ``compact``, in order, and the wire ids it lacks."""
+        txs: list[Transaction] = []
+        missing: set[bytes] = set()
+        for wid in compact.tx_ids:
+            tx = self.mempool.by_wire_id(wid)
+            if tx is None:
+                missing.add(wid)
+            else:
+                txs.append(tx)
+        return txs, missing
+
+    def _on_compact(self, peer: bytes, compact: M.CompactPrePrepare, digest: bytes) -> None:
+        """A compact PRE-PREPARE (node/messages.py): rebuild its block from the mempool and hand the
+        replica the full PRE-PREPARE. If transactions are missing, those waiting unverified in the
+        gossip backlog are admitted at once; if some are still missing, it waits for their gossip
+        (``_admit_awaited``) up to ``COMPACT_WAIT``, then the full one is asked of ``peer``
+        (``expire_compacts``). A compact PRE-PREPARE of a decided sequence number that cannot be
+        rebuilt is dropped: the replica needs nothing for it."""
+        if compact.view < self.replica.view:
+            self.metrics.compact.labels("stale").inc()
+            return
+        key = (compact.view, compact.seq)
+        txs, missing = self._pending_txs(compact)
+        if missing and compact.seq >= self.replica.next_seq and key not in self._pending_compact:
+            self._admit_from_backlog(missing)  # once per slot: a retransmission scans nothing again
+            txs, missing = self._pending_txs(compact)
+        if not missing:
+            self._pending_compact.pop(key, None)
+            self.metrics.compact.labels("rebuilt").inc()
+            self._receive_pre_prepare(peer, compact.rebuild(tuple(txs)), digest)
+            return
+        if compact.seq < self.replica.next_seq:
+            self.metrics.compact.labels("stale").inc()
+            return
+        if key not in self._pending_compact:  # a retransmitted copy does not restart the wait
+            self._pending_compact[key] = _PendingCompact(peer, compact, digest, trio.current_time(), missing)
+        while len(self._pending_compact) > MAX_PENDING_COMPACT:
+            del self._pending_compact[min(self._pending_compact)]
+
+    def _admit_gossiped(self, peer: bytes, message: int, raw: bytes) -> None:
+        """Admit one gossiped transaction (``admit_backlog`` gives the rules): an invalid one proves its
+        sender faulty (penalized once per gossip message ``message``); other refusals cost nothing."""
+        try:
+            self.admit(raw, gossip=False)
+        except (TxRejected, InvalidSignature, DecodeError) as err:
+            faulty = not isinstance(err, TxRejected) or err.reason == "wrong chain id"
+            if faulty and message != self._penalized_message and self.net is not None:
+                self._penalized_message = message
+                self.net.penalize(Address(peer), f"gossiped an invalid transaction: {err}")
+            log.debug("gossiped tx from %s refused: %s", peer.hex()[:8], err)
+
+    def _admit_from_backlog(self, wanted: set[bytes]) -> None:
+        """Admit now the gossiped transactions in ``tx_backlog`` whose wire id is in ``wanted``."""
+        keep: collections.deque[tuple[bytes, int, bytes]] = collections.deque()
+        for item in self.tx_backlog:
+            if wire_id_of(item[2]) in wanted:
+                self._admit_gossiped(*item)
+            else:
+                keep.append(item)
+        self.tx_backlog = keep
+
+    def _admit_awaited(self, peer: bytes, message: int, raws: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """Admit at once the gossiped ``raws`` that a waiting compact PRE-PREPARE lacks, hand the replica
+        those it completes, and return the other raws (for the backlog)."""
+        wanted = set().union(*(p.missing for p in self._pending_compact.values()))
+        rest = []
+        for raw in raws:
+            wid = wire_id_of(raw)
+            if wid in wanted:
+                self._admit_gossiped(peer, message, raw)
+            else:
+                rest.append(raw)
+        if len(rest) < len(raws):
+            for key, pending in list(self._pending_compact.items()):
+                pending.missing = {wid for wid in pending.missing if self.mempool.by_wire_id(wid) is None}
+                if not pending.missing:
+                    del self._pending_compact[key]
+                    self._on_compact(pending.peer, pending.message, pending.digest)
+        return tuple(rest)
+
+    def expire_compacts(self, now: float) -> None:
+        """Ask the sender of each compact PRE-PREPARE that waited ``COMPACT_WAIT`` seconds or more at
+        ``now`` (Trio clock seconds) for the full one (GET_PRE_PREPARE); forget those of decided
+        sequence numbers or older views."""
+        for key, pending in list(self._pending_compact.items()):
+            view, seq = key
+            if seq < self.replica.next_seq or view < self.replica.view:
+                del self._pending_compact[key]
+            elif now - pending.since >= COMPACT_WAIT:
+                del self._pending_compact[key]
+                self.metrics.compact.labels("fetched").inc()
+                log.debug("compact pre-prepare %d/%d lacks %d transactions: asking %s for the full one", view, seq,
+                          len(pending.missing), pending.peer.hex()[:8])
+                self._send(pending.peer, M.GET_PRE_PREPARE, M.GetPrePrepare(view, seq))
+
+    def _serve_pre_prepare(self, peer: bytes, request: M.GetPrePrepare) -> None:
+        """Answer GET_PRE_PREPARE with the full PRE-PREPARE of that slot, if the replica holds one, at
+        most ``MAX_FULL_ANSWERS`` times per peer and slot (a peer cannot make us resend a block
+        without bound)."""
+        pre_prepare = self.replica.pre_prepare_at(request.view, request.seq)
+        if pre_prepare is None:
+            return
+        key = (peer, request.view, request.seq)
+        answered = self._full_answers.get(key, 0)
+        if answered >= MAX_FULL_ANSWERS:
+            return
+        self._full_answers[key] = answered + 1
+        while len(self._full_answers) > 256:
+            self._full_answers.popitem(last=False)
+        self._send(peer, M.PRE_PREPARE, pre_prepare)
+
     # --- catch-up ---------------------------------------------------------------------------------
 
     def _send(self, peer: bytes, kind: int, body: Struct | bytes | tuple[bytes, ...]) -> bool:
@@ -772,9 +938,13 @@ class Node:
         return ok
 
     def _broadcast(self, kind: int, body: Struct | bytes | tuple[bytes, ...]) -> None:
-        """Queue one message for every connected peer (counted in the metrics); gossip as in ``_send``."""
+        """Queue one message for every connected peer (counted in the metrics); gossip as in ``_send``.
+        A PRE-PREPARE goes out compact (``[consensus] compact_proposals``, node/messages.py)."""
         if self.net is None:
             return
+        if kind == M.PRE_PREPARE and self.config.consensus.compact_proposals:
+            assert isinstance(body, PrePrepare)  # noqa: S101
+            kind, body = M.PRE_PREPARE_COMPACT, M.CompactPrePrepare.of(body)
         payload = M.pack(kind, body)
         self.metrics.on_message(kind, len(payload), sent=self.net.broadcast(payload, bulk=kind in GOSSIP_KINDS))
 
@@ -956,6 +1126,7 @@ class Node:
             nursery.start_soon(self._proposer_loop)
             nursery.start_soon(self._ticker_loop)
             nursery.start_soon(self._gossip_loop)
+            nursery.start_soon(self._compact_loop)
             nursery.start_soon(self._prune_loop)
             self.rpc_urls = await nursery.start(serve_rpc, self)
             self.started = True
@@ -978,6 +1149,8 @@ class Node:
                     break
                 self.on_message(peer, payload)
             self.admit_backlog(ADMIT_SLICE)
+            if self._pending_compact:
+                self.expire_compacts(trio.current_time())
             await trio.lowlevel.checkpoint()
 
     def admit_backlog(self, limit: int) -> int:
@@ -993,16 +1166,8 @@ class Node:
         """
         taken = 0
         while self.tx_backlog and taken < limit:
-            peer, message, raw = self.tx_backlog.popleft()
+            self._admit_gossiped(*self.tx_backlog.popleft())
             taken += 1
-            try:
-                self.admit(raw, gossip=False)
-            except (TxRejected, InvalidSignature, DecodeError) as err:
-                faulty = not isinstance(err, TxRejected) or err.reason == "wrong chain id"
-                if faulty and message != self._penalized_message and self.net is not None:
-                    self._penalized_message = message
-                    self.net.penalize(Address(peer), f"gossiped an invalid transaction: {err}")
-                log.debug("gossiped tx from %s refused: %s", peer.hex()[:8], err)
         return taken
 
     def flush_gossip(self) -> None:
@@ -1010,6 +1175,13 @@ class Node:
         out, self._gossip_out, self._gossip_bytes = self._gossip_out, [], 0
         for batch in M.txs_batches(out):
             self._broadcast(M.TXS, batch)
+
+    async def _compact_loop(self) -> None:
+        # compact PRE-PREPAREs may wait while no peer message arrives to run the inbound loop
+        while True:
+            await trio.sleep(COMPACT_WAIT / 3)
+            if self._pending_compact:
+                self.expire_compacts(trio.current_time())
 
     async def _gossip_loop(self) -> None:
         while True:

@@ -7,6 +7,7 @@ SHA3-256 of canonical encodings.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NewType
@@ -51,6 +52,12 @@ class TxBody(Struct):
     public_key: bytes
 
 
+def wire_id_of(raw: bytes) -> bytes:
+    """``Transaction.wire_id`` of the canonical transaction encoding ``raw``, without decoding it:
+    BLAKE2b-256 (RFC 7693), 32 bytes."""
+    return hashlib.blake2b(raw, digest_size=32).digest()
+
+
 @dataclass(frozen=True)
 class Transaction(Struct):
     """A transaction: ``body`` and the sender's signature over ``encode(body)``.
@@ -72,6 +79,16 @@ class Transaction(Struct):
     def hash(self) -> Hash32:
         """The transaction hash, SHA3-256 of ``signing_bytes``."""
         return sha3(self.signing_bytes)
+
+    @cached_property
+    def wire_id(self) -> bytes:
+        """32 bytes naming these exact transaction bytes, body and signature: BLAKE2b-256 (RFC 7693)
+        of ``encode(self)``. Unlike ``hash``, which names the intent whatever the (hedged) signature,
+        two encodings of one body have different wire ids. Peers use it to name transactions they
+        already hold (compact proposals, ``node.messages.CompactPrePrepare``); it is no part of any
+        signed or committed value. BLAKE2b rather than SHA3-256 because it is computed for every
+        admitted transaction and is about twice as fast on 4 KB."""
+        return wire_id_of(self.encode())
 
     @classmethod
     def decode(cls, data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Transaction:

@@ -261,6 +261,9 @@ def test_accounting_against_a_model(ops: list[tuple[str, int, int]], window: int
         assert len(mp) == len(model)
         assert mp.size_bytes == sum(size(t) for t in model.values())
         assert all(t.hash in mp for t in model.values())
+        # the wire-id index (compact proposals) holds exactly the pending transactions
+        pending = {t.wire_id for t in model.values()}
+        assert all((mp.by_wire_id(t.wire_id) is t) == (t.wire_id in pending) for t in TXS.values())
     ready = mp.ready(len(TXS), read)
     expected_runs = set()
     for i in range(3):
@@ -375,3 +378,17 @@ def test_expire_drops_transactions_past_their_time_to_live() -> None:
     assert mp.expire(160.0, ttl=60.0) == [T(0, 0).hash]
     assert (len(mp), mp.size_bytes) == (1, size(T(1, 0)))
     assert mp.expire(10_000.0, ttl=60.0) == [T(1, 0).hash] and len(mp) == 0
+
+
+def test_the_wire_id_index_follows_replacement_expiry_and_clear() -> None:
+    mp = pool()
+    held, other = T(0, 1), tx(KEYS[0], 1, amount=2)
+    mp.add(held, size(held), 0, now=0.0)
+    assert mp.by_wire_id(held.wire_id) is held
+    assert mp.add(other, size(other), 0, now=50.0)  # replaces the held-back one
+    assert mp.by_wire_id(held.wire_id) is None and mp.by_wire_id(other.wire_id) is other
+    mp.add(T(1, 0), size(T(1, 0)), 0, now=100.0)
+    mp.expire(60.0, ttl=10.0)
+    assert mp.by_wire_id(other.wire_id) is None and mp.by_wire_id(T(1, 0).wire_id) is T(1, 0)
+    mp.clear()
+    assert mp.by_wire_id(T(1, 0).wire_id) is None

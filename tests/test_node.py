@@ -41,13 +41,16 @@ def make_node(keys: list[NodeKeys], i: int, config: NodeConfig | None = None, ch
 
 class FakeNet:
     """Stands in for ``PeerNetwork`` in catch-up tests: records what the node sends (``outbox``, each
-    ``(peer, kind, body)`` also kept in ``sent``), whom it disconnects and how it penalizes."""
+    ``(peer, kind, body)`` also kept in ``sent``), what it broadcasts (``broadcasts``), whom it
+    disconnects and how it penalizes."""
 
     def __init__(self) -> None:
         self.outbox: list[tuple[bytes, int, object]] = []
         self.sent: list[tuple[bytes, int, object]] = []
         self.disconnected: list[bytes] = []
         self.penalized: list[tuple[bytes, float]] = []
+        self.broadcasts: list[tuple[int, object, bytes]] = []
+        """Every message broadcast: (kind, decoded body, payload)."""
 
     def send(self, peer: bytes, payload: bytes, *, bulk: bool = False) -> bool:
         kind, body = M.unpack(payload, 16 * 1024 * 1024)
@@ -56,6 +59,8 @@ class FakeNet:
         return True
 
     def broadcast(self, payload: bytes, *, bulk: bool = False) -> int:
+        kind, body = M.unpack(payload, 16 * 1024 * 1024)
+        self.broadcasts.append((kind, body, payload))
         return 0
 
     def connected(self) -> frozenset[bytes]:

@@ -24,7 +24,7 @@ from tests.test_devnet import free_block
 
 pytestmark = pytest.mark.slow
 
-CONSENSUS_TYPES = ("pre_prepare", "vote", "view_change", "new_view", "checkpoint")
+CONSENSUS_TYPES = ("pre_prepare", "pre_prepare_compact", "vote", "view_change", "new_view", "checkpoint")
 """``type`` label values (node/metrics.py MESSAGE_TYPES) of the consensus messages; ``vote`` is PREPARE and COMMIT."""
 
 
@@ -123,7 +123,7 @@ async def test_an_observer_follows_the_chain_and_never_votes(tmp_path: Path) -> 
         assert ours_sent["get_blocks"] > 0 and ours_sent["txs"] > 0
         # ...while the validators did (the same series, so the check can fail): the primaries of the
         # views proposed, every validator voted and signed checkpoints
-        assert sum(sent["pre_prepare"] for sent in theirs_sent) > 0
+        assert sum(sent["pre_prepare_compact"] for sent in theirs_sent) > 0  # proposals go compact by default
         assert all(sent["vote"] > 0 and sent["checkpoint"] > 0 for sent in theirs_sent), theirs_sent
     finally:
         with trio.CancelScope(shield=True):
