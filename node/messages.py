@@ -116,7 +116,11 @@ class CompactPrePrepare(Struct):
         if len(transactions) != len(self.tx_ids) or any(
                 tx.wire_id != wid for tx, wid in zip(transactions, self.tx_ids, strict=True)):
             raise ValueError("the transactions are not the ones the compact PRE-PREPARE names")
-        return PrePrepare(self.view, self.seq, Block(self.header, transactions), self.validator, self.signature)
+        block = Block(self.header, transactions)
+        block.encode()  # joined from the transactions' own encodings; the PRE-PREPARE's, and a prepared
+        pre_prepare = PrePrepare(self.view, self.seq, block, self.validator, self.signature)
+        pre_prepare.encode()  # certificate's holding it, are then joined too instead of packed whole
+        return pre_prepare
 
 
 @dataclass(frozen=True)
