@@ -39,6 +39,7 @@ from consensus.messages import (
     COMMIT,
     KIND_NAMES,
     NEW_VIEW,
+    PRE_PREPARE,
     VIEW_CHANGE,
     Checkpoint,
     Evidence,
@@ -826,31 +827,60 @@ class Node:
 
     def _on_compact(self, peer: bytes, compact: M.CompactPrePrepare, digest: bytes) -> None:
         """A compact PRE-PREPARE (node/messages.py): rebuild its block from the mempool and hand the
-        replica the full PRE-PREPARE. If transactions are missing, those waiting unverified in the
-        gossip backlog are admitted at once; if some are still missing, it waits for their gossip
-        (``_admit_awaited``) up to ``COMPACT_WAIT``, then the full one is asked of ``peer``
-        (``expire_compacts``). A compact PRE-PREPARE of a decided sequence number that cannot be
-        rebuilt is dropped: the replica needs nothing for it."""
-        if compact.view < self.replica.view:
-            self.metrics.compact.labels("stale").inc()
-            return
+        replica the full PRE-PREPARE, which checks it as it checks any.
+
+        If transactions are missing and it is the current view's primary's signed proposal for an
+        undecided sequence number within the watermarks, the gossip backlog is searched for them
+        (once per slot) and, if some are still missing, it waits for their gossip
+        (``_admit_awaited``) up to ``COMPACT_WAIT``; then the full one is asked of ``peer``
+        (``expire_compacts``). Any other compact PRE-PREPARE that cannot be rebuilt at once is asked
+        for in full at once (for a decided sequence number or an older view: dropped), so a peer
+        cannot make the node search its backlog or hold messages for it."""
         key = (compact.view, compact.seq)
         txs, missing = self._pending_txs(compact)
-        if missing and compact.seq >= self.replica.next_seq and key not in self._pending_compact:
-            self._admit_from_backlog(missing)  # once per slot: a retransmission scans nothing again
-            txs, missing = self._pending_txs(compact)
         if not missing:
             self._pending_compact.pop(key, None)
             self.metrics.compact.labels("rebuilt").inc()
             self._receive_pre_prepare(peer, compact.rebuild(tuple(txs)), digest)
             return
-        if compact.seq < self.replica.next_seq:
+        replica = self.replica
+        if compact.seq < replica.next_seq or compact.view < replica.view:
             self.metrics.compact.labels("stale").inc()
             return
-        if key not in self._pending_compact:  # a retransmitted copy does not restart the wait
-            self._pending_compact[key] = _PendingCompact(peer, compact, digest, trio.current_time(), missing)
+        if key in self._pending_compact:
+            return  # a retransmitted copy does not restart the wait
+        if not (compact.view == replica.view and compact.validator == replica.primary()
+                and compact.seq <= replica.high_watermark and self._signed_by_primary(compact)):
+            self._fetch_full(peer, key, len(missing))
+            return
+        self._admit_from_backlog(missing)
+        txs, missing = self._pending_txs(compact)
+        if not missing:
+            self.metrics.compact.labels("rebuilt").inc()
+            self._receive_pre_prepare(peer, compact.rebuild(tuple(txs)), digest)
+            return
+        self._pending_compact[key] = _PendingCompact(peer, compact, digest, trio.current_time(), missing)
         while len(self._pending_compact) > MAX_PENDING_COMPACT:
-            del self._pending_compact[min(self._pending_compact)]
+            del self._pending_compact[max(self._pending_compact)]
+
+    def _signed_by_primary(self, compact: M.CompactPrePrepare) -> bool:
+        """Whether ``compact`` carries its validator's valid signature over the PRE-PREPARE vote bytes of
+        its header hash (the replica checks the rebuilt message again)."""
+        try:
+            self._verifier(compact.validator, vote_signing_bytes(self.chain_id, PRE_PREPARE, compact.view,
+                                                                 compact.seq, compact.header.hash,
+                                                                 compact.validator), compact.signature)
+        except InvalidSignature:
+            return False
+        return True
+
+    def _fetch_full(self, peer: bytes, key: tuple[int, int], missing: int) -> None:
+        """Ask ``peer`` for the full PRE-PREPARE of slot ``key`` = (view, seq), which lacks ``missing``
+        transactions here."""
+        self.metrics.compact.labels("fetched").inc()
+        log.debug("compact pre-prepare %d/%d lacks %d transactions: asking %s for the full one", key[0], key[1],
+                  missing, peer.hex()[:8])
+        self._send(peer, M.GET_PRE_PREPARE, M.GetPrePrepare(*key))
 
     def _admit_gossiped(self, peer: bytes, message: int, raw: bytes) -> None:
         """Admit one gossiped transaction (``admit_backlog`` gives the rules): an invalid one proves its
@@ -903,10 +933,7 @@ class Node:
                 del self._pending_compact[key]
             elif now - pending.since >= COMPACT_WAIT:
                 del self._pending_compact[key]
-                self.metrics.compact.labels("fetched").inc()
-                log.debug("compact pre-prepare %d/%d lacks %d transactions: asking %s for the full one", view, seq,
-                          len(pending.missing), pending.peer.hex()[:8])
-                self._send(pending.peer, M.GET_PRE_PREPARE, M.GetPrePrepare(view, seq))
+                self._fetch_full(pending.peer, key, len(pending.missing))
 
     def _serve_pre_prepare(self, peer: bytes, request: M.GetPrePrepare) -> None:
         """Answer GET_PRE_PREPARE with the full PRE-PREPARE of that slot, if the replica holds one, at

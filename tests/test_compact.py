@@ -208,3 +208,30 @@ async def test_rebuild_refuses_other_transactions_than_the_ids_name() -> None:
     with pytest.raises(ValueError, match="not the ones"):
         compact.rebuild(tuple(txs[:1]))
     assert [wire_id_of(t.encode()) for t in txs] == list(compact.tx_ids)
+
+
+@pytest.mark.parametrize("forgery", ["bad-signature", "not-the-primary", "other-view"])
+async def test_only_the_primarys_signed_proposal_may_search_the_backlog_or_wait(forgery: str) -> None:
+    """A compact PRE-PREPARE that lacks transactions and is not the current view's primary's validly
+    signed proposal is asked for in full at once: no backlog search, nothing held for it."""
+    primary, backup, _, bnet = network()
+    txs = deploys(2)
+    backup.on_message(b"gossiper", M.pack(M.TXS, tuple(tx.encode() for tx in txs)))
+    _, payload = proposal(primary, txs)
+    _, compact = M.unpack(payload, 1 << 24)
+    assert isinstance(compact, M.CompactPrePrepare)
+    view, validator, signature = compact.view, compact.validator, compact.signature
+    if forgery == "bad-signature":
+        signature = bytes(64)
+    elif forgery == "not-the-primary":
+        validator = 2
+    else:
+        view = 1
+    forged = M.CompactPrePrepare(view, compact.seq, compact.header, compact.tx_ids, validator, signature)
+    backup.on_message(b"liar", M.pack(M.PRE_PREPARE_COMPACT, forged))
+    assert len(backup.tx_backlog) == 2 and len(backup.mempool) == 0  # not searched
+    assert not backup._pending_compact
+    assert bnet.outbox == [(b"liar", M.GET_PRE_PREPARE, M.GetPrePrepare(view, compact.seq))]
+    assert outcomes(backup)["fetched"] == 1 and prepares_sent(bnet) == []
+    backup.on_message(primary_id(backup), payload)  # the genuine one still works
+    assert len(backup.tx_backlog) == 0 and len(prepares_sent(bnet)) == 1
