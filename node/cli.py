@@ -171,7 +171,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     home = Path(args.home)
     loaded = open_home(home)
     configure_logging(loaded.config.log)
-    store = LevelDBStore(data_path(home, loaded.config))
+    store = LevelDBStore(data_path(home, loaded.config), compression=loaded.config.state.compression)
     try:
         node = Node(config=loaded.config, genesis=loaded.genesis, store=store, node_key=loaded.keys.node,
                     validator_key=loaded.keys.validator)

@@ -180,6 +180,7 @@ class StateSection:
     prune_interval_ms: int = 200
     cache_nodes: int = DEFAULT_CACHE_NODES
     cache_values: int = DEFAULT_CACHE_VALUES
+    compression: str = "none"
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,9 @@ _DOCS: dict[str, dict[str, _Doc]] = {
                             "each; 400,000 hold a tree of 10^6 keys); 0: none", "nodes"),
         "cache_values": _Doc("latest values of the most recently read or written keys kept in memory; 0: none",
                              "entries"),
+        "compression": _Doc("LevelDB compression of the table blocks written: none (signatures, keys and "
+                            "hashes do not compress) or snappy; either reads a database written with the other",
+                            "format name"),
     },
     "log": {
         "level": _Doc("DEBUG, INFO, WARNING or ERROR (SIGHUP re-reads the [log] section)", "level name"),
@@ -457,6 +461,11 @@ def load_config(path: Path) -> NodeConfig:
             or st.cache_nodes < 0 or st.cache_values < 0):
         raise ConfigError(f"{path}: [state] needs retention_versions, prune_batch and prune_interval_ms >= 1, "
                           "cache_nodes and cache_values >= 0")
+    from state.kv import COMPRESSIONS
+
+    if st.compression not in COMPRESSIONS:
+        raise ConfigError(f"{path}: state.compression must be one of {', '.join(COMPRESSIONS)}, "
+                          f"got {st.compression!r}")
     cfg.peers()  # validate
     cfg.observers()
     from node.logs import FORMATS, parse_modules

@@ -273,3 +273,14 @@ async def test_start_stops_cleanly_on_signal_and_the_data_reopens(tmp_path: Path
     async with httpx.AsyncClient(timeout=5) as http:
         with pytest.raises(httpx.TransportError):  # and nothing serves RPC any more
             await http.get(node.rpc_url + "/health")
+
+
+def test_an_unknown_state_compression_is_refused_at_load(tmp_path: Path) -> None:
+    text = render_config(NodeConfig())
+    assert '\ncompression = "none"\n' in text
+    path = tmp_path / "config.toml"
+    path.write_text(text.replace('\ncompression = "none"\n', '\ncompression = "lz4"\n'))
+    with pytest.raises(ConfigError, match="state.compression must be one of none, snappy, got 'lz4'"):
+        load_config(path)
+    path.write_text(text.replace('\ncompression = "none"\n', '\ncompression = "snappy"\n'))
+    assert load_config(path).state.compression == "snappy"

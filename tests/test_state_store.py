@@ -8,6 +8,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
@@ -163,10 +164,14 @@ def test_leveldb_survives_close_and_reopen(tmp_path: Path) -> None:
 
 
 def test_leveldb_tuning_is_not_part_of_the_format(tmp_path: Path) -> None:
-    # Bloom filters, block cache and write buffer are settings of the open database: a database written
-    # with one set opens and reads the same with another (older releases opened with LevelDB's defaults).
-    settings = [{}, {"bloom_filter_bits": 0, "block_cache_mib": 8, "write_buffer_mib": 4},
-                {"bloom_filter_bits": 16, "block_cache_mib": 1, "write_buffer_mib": 1}]
+    # Bloom filters, block cache, write buffer and compression are settings of the open database: a
+    # database written with one set opens and reads the same with another (older releases opened with
+    # LevelDB's defaults, snappy compression among them). The values compress, so snappy really
+    # writes compressed blocks that the next round, without compression, must read.
+    settings: list[dict[str, Any]] = [
+        {"compression": "snappy"}, {},
+        {"bloom_filter_bits": 0, "block_cache_mib": 8, "write_buffer_mib": 4, "compression": "snappy"},
+        {"bloom_filter_bits": 16, "block_cache_mib": 1, "write_buffer_mib": 1, "compression": "none"}]
     expected: dict[bytes, bytes] = {}
     for i, options in enumerate(settings * 2):
         store = LevelDBStore(tmp_path / "db", **options)
@@ -176,6 +181,12 @@ def test_leveldb_tuning_is_not_part_of_the_format(tmp_path: Path) -> None:
         expected.update(batch)
         assert all(store.get(k) == v for k, v in batch[::97]) and store.get(b"absent") is None
         store.close()
+
+
+def test_an_unknown_leveldb_compression_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="compression must be one of none, snappy"):
+        LevelDBStore(tmp_path / "db", compression="zstd")
+    assert not (tmp_path / "db").exists()
 
 
 def test_leveldb_open_errors_are_state_errors(tmp_path: Path) -> None:
