@@ -116,10 +116,12 @@ class CompactPrePrepare(Struct):
         if len(transactions) != len(self.tx_ids) or any(
                 tx.wire_id != wid for tx, wid in zip(transactions, self.tx_ids, strict=True)):
             raise ValueError("the transactions are not the ones the compact PRE-PREPARE names")
+        # encoded now, each joined from the encodings it holds (the transactions' own bytes), so that
+        # the prepared certificate holding the PRE-PREPARE is joined too instead of packed whole
         block = Block(self.header, transactions)
-        block.encode()  # joined from the transactions' own encodings; the PRE-PREPARE's, and a prepared
+        block.encode()
         pre_prepare = PrePrepare(self.view, self.seq, block, self.validator, self.signature)
-        pre_prepare.encode()  # certificate's holding it, are then joined too instead of packed whole
+        pre_prepare.encode()
         return pre_prepare
 
 

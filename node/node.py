@@ -110,7 +110,7 @@ COMPACT_WAIT = 0.3
 """Seconds a compact PRE-PREPARE waits for the gossip of transactions it names that the mempool lacks;
 then the full PRE-PREPARE is asked of its sender (GET_PRE_PREPARE)."""
 MAX_PENDING_COMPACT = 4
-"""Compact PRE-PREPAREs waiting for transactions at most (the oldest is dropped)."""
+"""Compact PRE-PREPAREs waiting for transactions at most (beyond it, the one of the highest slot is dropped)."""
 MAX_FULL_ANSWERS = 2
 """Full PRE-PREPAREs sent to one peer for one (view, seq) at most (GET_PRE_PREPARE answers)."""
 MAX_DROPPED = 10_000
