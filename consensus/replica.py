@@ -425,8 +425,8 @@ class Replica:
     def holds_pre_prepare(self, view: int, seq: int, block_hash: bytes) -> bool:
         """Whether the slot (``view``, ``seq``) holds a pre-prepare of ``block_hash`` (so a copy of
         it received again changes nothing, §4.2: the first pre-prepare of a slot counts)."""
-        slot = self._slots.get((view, seq))
-        return slot is not None and slot.pre_prepare is not None and slot.pre_prepare.block_hash == block_hash
+        held = self.pre_prepare_at(view, seq)
+        return held is not None and held.block_hash == block_hash
 
     def pre_prepare_at(self, view: int, seq: int) -> PrePrepare | None:
         """The pre-prepare the slot (``view``, ``seq``) holds, if any (to send a peer the full message)."""

@@ -838,30 +838,27 @@ class Node:
         cannot make the node search its backlog or hold messages for it."""
         key = (compact.view, compact.seq)
         txs, missing = self._pending_txs(compact)
-        if not missing:
-            self._pending_compact.pop(key, None)
-            self.metrics.compact.labels("rebuilt").inc()
-            self._receive_pre_prepare(peer, compact.rebuild(tuple(txs)), digest)
-            return
-        replica = self.replica
-        if compact.seq < replica.next_seq or compact.view < replica.view:
-            self.metrics.compact.labels("stale").inc()
-            return
-        if key in self._pending_compact:
-            return  # a retransmitted copy does not restart the wait
-        if not (compact.view == replica.view and compact.validator == replica.primary()
-                and compact.seq <= replica.high_watermark and self._signed_by_primary(compact)):
-            self._fetch_full(peer, key, len(missing))
-            return
-        self._admit_from_backlog(missing)
-        txs, missing = self._pending_txs(compact)
-        if not missing:
-            self.metrics.compact.labels("rebuilt").inc()
-            self._receive_pre_prepare(peer, compact.rebuild(tuple(txs)), digest)
-            return
-        self._pending_compact[key] = _PendingCompact(peer, compact, digest, trio.current_time(), missing)
-        while len(self._pending_compact) > MAX_PENDING_COMPACT:
-            del self._pending_compact[max(self._pending_compact)]
+        if missing:
+            replica = self.replica
+            if compact.seq < replica.next_seq or compact.view < replica.view:
+                self.metrics.compact.labels("stale").inc()
+                return
+            if key in self._pending_compact:
+                return  # a retransmitted copy does not restart the wait
+            if not (compact.view == replica.view and compact.validator == replica.primary()
+                    and compact.seq <= replica.high_watermark and self._signed_by_primary(compact)):
+                self._fetch_full(peer, key, len(missing))
+                return
+            self._admit_from_backlog(missing)
+            txs, missing = self._pending_txs(compact)
+            if missing:
+                self._pending_compact[key] = _PendingCompact(peer, compact, digest, trio.current_time(), missing)
+                while len(self._pending_compact) > MAX_PENDING_COMPACT:
+                    del self._pending_compact[max(self._pending_compact)]
+                return
+        self._pending_compact.pop(key, None)
+        self.metrics.compact.labels("rebuilt").inc()
+        self._receive_pre_prepare(peer, compact.rebuild(tuple(txs)), digest)
 
     def _signed_by_primary(self, compact: M.CompactPrePrepare) -> bool:
         """Whether ``compact`` carries its validator's valid signature over the PRE-PREPARE vote bytes of
@@ -1176,8 +1173,6 @@ class Node:
                     break
                 self.on_message(peer, payload)
             self.admit_backlog(ADMIT_SLICE)
-            if self._pending_compact:
-                self.expire_compacts(trio.current_time())
             await trio.lowlevel.checkpoint()
 
     def admit_backlog(self, limit: int) -> int:
@@ -1204,7 +1199,7 @@ class Node:
             self._broadcast(M.TXS, batch)
 
     async def _compact_loop(self) -> None:
-        # compact PRE-PREPAREs may wait while no peer message arrives to run the inbound loop
+        # a compact PRE-PREPARE waiting for transactions is asked for in full within COMPACT_WAIT * 4/3
         while True:
             await trio.sleep(COMPACT_WAIT / 3)
             if self._pending_compact:
